@@ -1,0 +1,1 @@
+"""Datasets, their preparation commands and readers."""
