@@ -1,0 +1,129 @@
+"""Run folders: creation, environment record, logging, atomic checkpoints, metrics lines.
+
+A run folder is self-contained (STYLE rule 3)::
+
+    runs/<name>/<timestamp>/
+        config.yaml          resolved config
+        env.json             git commit, dirty flag, versions, device
+        train.log            the console log
+        metrics.jsonl        one line per validation (per epoch unless schedule.val_every_iters)
+        events.out.tfevents.*  TensorBoard
+        checkpoints/last.pt  everything needed to resume exactly
+        checkpoints/best.pt  the model of the best validation
+        results.json         test metrics of best.pt per shot region
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ranksim.config import Config, dump
+from ranksim.errors import UserError
+
+logger = logging.getLogger("ranksim")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def new_run_dir(cfg: Config) -> Path:
+    """``cfg.output_dir`` or ``runs/<name>/<timestamp>``; never reuses a folder holding a run."""
+    if cfg.output_dir:
+        run_dir = Path(cfg.output_dir)
+    else:
+        run_dir = Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S")
+        suffix = 1
+        while run_dir.exists():  # two runs started in the same second
+            run_dir = run_dir.with_name(f"{run_dir.name.split('.')[0]}.{suffix}")
+            suffix += 1
+    if (run_dir / "checkpoints").exists() or (run_dir / "results.json").exists():
+        raise UserError(f"{run_dir} already holds a run; continue it with 'python train.py --resume {run_dir}' "
+                        "or choose another output_dir=")
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def git_state() -> dict:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def environment(device: torch.device) -> dict:
+    import numpy
+    import torchvision
+    env = {**git_state(), "python": sys.version.split()[0], "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+           "platform": platform.platform(), "device": str(device), "threads": torch.get_num_threads(),
+           "command": " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def write_run_files(run_dir: Path, cfg: Config, device: torch.device) -> None:
+    dump(cfg, run_dir / "config.yaml")
+    (run_dir / "env.json").write_text(json.dumps(environment(device), indent=2))
+
+
+def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> None:
+    """Console (and ``train.log`` in the run folder) for the ``ranksim`` loggers."""
+    root = logging.getLogger("ranksim")
+    root.setLevel(level)
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    root.addHandler(console)
+    if run_dir is not None:
+        file_handler = logging.FileHandler(run_dir / "train.log")
+        file_handler.setFormatter(fmt)
+        root.addHandler(file_handler)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if path.is_dir():
+        path = path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; give a run folder (with checkpoints/) or a .pt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
+        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}); it is not a ranksim checkpoint or is damaged") from None
+
+
+def load_state_strict(model: torch.nn.Module, state: dict, source: Path | str) -> None:
+    """Load weights strictly, turning a mismatch into one readable line."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split("\n\t")[1:2])[:300] or str(err)[:300]
+        raise UserError(f"checkpoint {source} does not match the config ({detail.strip()}); "
+                        "use the config the checkpoint was trained with (its run folder's config.yaml)") from None
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

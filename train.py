@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Train one configuration, then test its best checkpoint.
+
+    python train.py -c configs/quickstart/ranksim.yaml [key.sub=value ...]
+    python train.py --resume runs/quickstart/ranksim/20261128-120000
+
+Reads top to bottom: parse, resolve the config, pick the device, make the run folder, train, test.
+The loop itself is ranksim.engine; the config schema (every key, with why it is set) is
+ranksim/config.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EPILOG = """\
+overrides:
+  key.sub=value pairs after the options change any config key, parsed as YAML:
+    optim.lr=2.5e-4 optim.batch_size=64 method.ranksim.enabled=true schedule.milestones=[60,80]
+  An unknown key or a wrong type is an error that names the closest valid key.
+
+examples:
+  python train.py -c configs/quickstart/vanilla.yaml
+  python train.py -c configs/agedb/sqinv_ranksim.yaml seed=1 output_dir=runs/agedb_seed1
+  python train.py --resume runs/quickstart/vanilla/20261128-120000
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Train a deep imbalanced regression model (RankSim, LDS, FDS, ...).",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", "--config", type=Path, help="YAML config file (see configs/)")
+    source.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml")
+    parser.add_argument("--device", help="shortcut for device=...: auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ranksim.config import dump, load_config, to_dict
+    from ranksim.engine import run_training, select_device
+    from ranksim.errors import UserError
+    from ranksim.report import region_table
+    from ranksim.runs import new_run_dir, setup_logging, write_run_files
+
+    setup_logging()
+    log = logging.getLogger("ranksim")
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    try:
+        if args.resume:
+            run_dir = args.resume
+            if not (run_dir / "checkpoints" / "last.pt").is_file():
+                raise UserError(f"{run_dir} has no checkpoints/last.pt to resume from; "
+                                "give the run folder of a run that finished at least one epoch")
+            if args.overrides:
+                raise UserError("--resume continues a run with its own config.yaml; it takes no overrides "
+                                "(start a new run with -c to change the config)")
+            cfg = load_config(run_dir / "config.yaml", [f"device={args.device}"] if args.device else [])
+        else:
+            cfg = load_config(args.config, overrides)
+        if args.print_config:
+            import yaml
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        device = select_device(cfg.device)
+        if args.resume:
+            setup_logging(run_dir)
+        else:
+            run_dir = new_run_dir(cfg)
+            setup_logging(run_dir)
+            write_run_files(run_dir, cfg, device)
+        log.info("run folder %s, device %s", run_dir, device)
+        results = run_training(cfg, run_dir, device, resume=bool(args.resume))
+    except UserError as err:
+        logging.getLogger("ranksim").error("%s", err)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted; resume with: python train.py --resume %s", locals().get("run_dir", "RUN_DIR"))
+        return 130
+    log.info("test metrics of the best checkpoint (epoch %d):\n%s", results["best_epoch"],
+             region_table(results["metrics"]))
+    log.info("results written to %s", run_dir / "results.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
