@@ -77,14 +77,10 @@ class BiLSTMRegressor(nn.Module):
             raise ValueError(f"inputs must have shapes (B, L1), (B,), (B, L2), (B,); got {shapes}")
         if s1.is_floating_point() or s2.is_floating_point():
             raise ValueError(f"token ids must be integers, got {s1.dtype} and {s2.dtype}")
-        for name, tokens, lengths in (("len1", s1, len1), ("len2", s2, len2)):
-            if lengths.numel() and (int(lengths.min()) < 1 or int(lengths.max()) > tokens.shape[1]):
-                raise ValueError(f"{name} must lie in [1, {tokens.shape[1]}] for tokens of shape "
-                                 f"{tuple(tokens.shape)}, got min {int(lengths.min())}, max {int(lengths.max())}")
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(N, L)`` ids and ``(N,)`` lengths in ``[1, L]`` -> ``(N, 2H)`` max-pooled LSTM states."""
-        # pack_padded_sequence wants the lengths on the CPU; one small copy per batch.
+        # pack_padded_sequence wants the lengths on the CPU (a no-op when they are there already).
         lengths_cpu = lengths.detach().to("cpu", torch.long)
         steps = tokens.shape[1]
         x = self.dropout(self.embedding(tokens))
@@ -93,16 +89,23 @@ class BiLSTMRegressor(nn.Module):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=steps)
         out = self.dropout(out)
         valid = torch.arange(steps, device=out.device)[None, :] < lengths.to(out.device)[:, None]
-        return out.masked_fill(~valid[:, :, None], float("-inf")).amax(dim=1)
+        # max (not amax) sends the gradient to a single step on ties, as the authors' pooling does.
+        return out.masked_fill(~valid[:, :, None], float("-inf")).max(dim=1).values
 
     def features(self, inputs) -> torch.Tensor:
         """The encoder feature ``z = [u, v, |u - v|, u * v]``, ``(B, 8H)``."""
         self._check_inputs(inputs)
         s1, len1, s2, len2 = inputs
+        # Lengths go to the CPU once (packing needs them there), which also makes the check cheap.
+        lengths = torch.cat([len1.detach().to("cpu", torch.long), len2.detach().to("cpu", torch.long)])
+        for name, tokens, side in (("len1", s1, lengths[:len(len1)]), ("len2", s2, lengths[len(len1):])):
+            if side.numel() and (int(side.min()) < 1 or int(side.max()) > tokens.shape[1]):
+                raise ValueError(f"{name} must lie in [1, {tokens.shape[1]}] for tokens of shape "
+                                 f"{tuple(tokens.shape)}, got min {int(side.min())}, max {int(side.max())}")
         steps = max(s1.shape[1], s2.shape[1])
         tokens = torch.cat([nn.functional.pad(s1, (0, steps - s1.shape[1])),
                             nn.functional.pad(s2, (0, steps - s2.shape[1]))])
-        u, v = self.encode(tokens, torch.cat([len1, len2])).chunk(2)
+        u, v = self.encode(tokens, lengths).chunk(2)
         return torch.cat([u, v, (u - v).abs(), u * v], dim=1)
 
     def forward(self, inputs, targets: torch.Tensor | None = None,
