@@ -150,6 +150,7 @@ class LoggingConfig:
 @dataclass
 class Config:
     name: str = ""               # run name; empty means the config file's path under configs/
+    title: str = ""              # the row's name in the paper's table (e.g. "SQINV + LDS + RankSim"); the collector prints it
     seed: int = 0                # seeds torch, numpy, the sampler and RankSim's de-duplication
     device: str = "auto"         # auto (cuda if present, else cpu) | cpu | cuda | cuda:N
     output_dir: str = ""         # run folder; empty means runs/<name>/<timestamp>

@@ -171,6 +171,11 @@ class Trainer:
                   "focal_mse": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma}}
         self.loss_fn = get_loss(m.loss, **params.get(m.loss, {}))
         self.select_by = selection_metric(cfg)
+        # In RRT stage 2 the encoder is frozen, so RankSim (a loss on its features) cannot change
+        # anything: it was applied in stage 1, which is what "RRT + RankSim" means.
+        self.use_ranksim = m.ranksim.enabled and not m.rrt.enabled
+        if m.ranksim.enabled and m.rrt.enabled:
+            logger.info("RRT stage 2: RankSim was applied in stage 1; the frozen encoder needs no regularizer")
         self.state = TrainState()
         self.sampler_generator = torch.Generator()
         self.ranksim_generator = torch.Generator(device=device)
@@ -219,7 +224,7 @@ class Trainer:
             task_loss = self.loss_fn(pred, targets / self.data.target_scale, weights)
             loss = task_loss
             ranksim_loss = torch.zeros((), device=device)
-            if cfg.method.ranksim.enabled:
+            if self.use_ranksim:
                 ranksim_loss = batchwise_ranking_regularizer(features, targets, cfg.method.ranksim.interpolation_lambda,
                                                              generator=self.ranksim_generator)
                 loss = task_loss + cfg.method.ranksim.gamma * ranksim_loss
@@ -242,7 +247,7 @@ class Trainer:
             if self.writer is not None and self.state.global_step % cfg.logging.log_every_iters == 0:
                 self.writer.add_scalar("train/loss", value, self.state.global_step)
                 self.writer.add_scalar("train/task_loss", task_loss.item(), self.state.global_step)
-                if cfg.method.ranksim.enabled:
+                if self.use_ranksim:
                     self.writer.add_scalar("train/ranksim_loss", ranksim_loss.item(), self.state.global_step)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.state.global_step)
             bar.set_postfix(loss=f"{value:.3f}")

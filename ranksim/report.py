@@ -7,6 +7,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
 
@@ -42,18 +51,149 @@ def comparison_table(rows: list[tuple[str, dict]], binning: str) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Collecting a folder of runs into a paper table
+
+REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
+REFERENCE_DATASET = {"agedb": "agedb_dir", "imdb_wiki": "imdb_wiki_dir", "sts_b": "sts_b_dir"}
+# Paper order of the rows (their config file stems); each is followed by its "+ RankSim" twin.
+ROW_ORDER = ["vanilla", "sqinv", "inv", "lds", "fds", "sqinv_fds", "lds_fds", "focal", "focal_lds",
+             "focal_fds", "focal_lds_fds", "rrt", "rrt_lds", "rrt_fds", "rrt_lds_fds"]
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    title: str
+    dataset: str
+    seed: int
+    metrics: dict | None      # test metrics, None while unfinished
+    status: str               # "finished", or why not
+
+
+def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:
+    """``{(title, metric, shot): value}`` of the authors' published numbers for ``dataset``."""
+    key = REFERENCE_DATASET.get(dataset)
+    with open(path, newline="") as f:
+        return {(r["method"], r["metric"], r["shot"]): float(r["value"])
+                for r in csv.DictReader(f) if r["dataset"] == key}
+
+
+def _status_of_unfinished(run_dir: Path, cfg: dict) -> str:
+    log = run_dir / "train.log"
+    errors = [line for line in log.read_text().splitlines() if " ERROR " in line] if log.is_file() else []
+    if errors:
+        return "failed: " + errors[-1].split(" ERROR ", 1)[1][:160]
+    metrics = run_dir / "metrics.jsonl"
+    done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+    return f"unfinished: {done} validations of {cfg['schedule']['epochs']} epochs"
+
+
+def discover_runs(runs_dir: Path) -> list[Run]:
+    runs = []
+    for config_path in sorted(Path(runs_dir).rglob("config.yaml")):
+        run_dir = config_path.parent
+        cfg = yaml.safe_load(config_path.read_text())
+        results_path = run_dir / "results.json"
+        metrics = json.loads(results_path.read_text())["metrics"] if results_path.is_file() else None
+        runs.append(Run(run_dir, cfg["name"], cfg.get("title") or cfg["name"], cfg["data"]["dataset"], cfg["seed"],
+                        metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg)))
+    return runs
+
+
+def _row_key(name: str) -> tuple:
+    stem = name.rsplit("/", 1)[-1]
+    ranksim = stem.endswith("_ranksim")
+    base = stem[: -len("_ranksim")] if ranksim else stem
+    return (ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER), base, ranksim)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    if len(values) == 1:
+        return values[0], None
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def collect(runs: list[Run], dataset: str, reference: dict | None = None) -> dict:
+    """Group finished runs by row (mean and std over seeds) in paper order, with the authors' numbers."""
+    binning = "sts_b" if dataset == "sts_b" else "age"
+    headline = HEADLINE[binning]
+    reference = reference_numbers(dataset) if reference is None else reference
+    chosen = [r for r in runs if r.dataset == dataset]
+    finished = [r for r in chosen if r.metrics]
+    rows = []
+    for name in sorted({r.name for r in finished}, key=_row_key):
+        group = [r for r in finished if r.name == name]
+        cells = {}
+        for metric, scale in headline:
+            for region in REGIONS:
+                values = [r.metrics[region][metric] * scale for r in group
+                          if r.metrics.get(region) and r.metrics[region].get(metric) is not None]
+                mean, std = _mean_std(values) if values else (None, None)
+                cells[(metric, region)] = {"ours": mean, "std": std,
+                                           "theirs": reference.get((group[0].title, metric, region))}
+        rows.append({"name": name, "title": group[0].title, "seeds": sorted(r.seed for r in group), "cells": cells})
+    return {"dataset": dataset, "headline": headline, "rows": rows,
+            "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics]}
+
+
+def _format_cell(cell: dict, digits: int) -> str:
+    if cell["ours"] is None:
+        text = "-"
+    else:
+        text = f"{cell['ours']:.{digits}f}" + (f" ± {cell['std']:.{digits}f}" if cell["std"] is not None else "")
+    if cell["theirs"] is not None:
+        diff = "" if cell["ours"] is None else f", {cell['ours'] - cell['theirs']:+.{digits}f}"
+        text += f" ({cell['theirs']:.{digits}f}{diff})"
+    return text
+
+
+def render(table: dict, fmt: str = "markdown") -> str:
+    """The collected table as markdown, csv or latex; unfinished and failed runs listed below."""
+    digits = 3 if table["dataset"] == "sts_b" else 2
+    columns = [(metric, region) for metric, _ in table["headline"] for region in REGIONS]
+    labels = [f"{m.upper()}{' x100' if scale != 1 else ''} {r}" for m, scale in table["headline"] for r in REGIONS]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["row", "title", "seeds", "metric", "shot", "ours", "std", "theirs", "difference"])
+        for row in table["rows"]:
+            for (metric, region), cell in row["cells"].items():
+                diff = None if cell["ours"] is None or cell["theirs"] is None else cell["ours"] - cell["theirs"]
+                writer.writerow([row["name"], row["title"], " ".join(map(str, row["seeds"])), metric, region,
+                                 cell["ours"], cell["std"], cell["theirs"], diff])
+        return out.getvalue().rstrip("\n")
+    lines = []
+    if fmt == "latex":
+        lines.append("\\begin{tabular}{l" + "r" * len(columns) + "}")
+        lines.append(" & ".join(["Method"] + labels) + " \\\\ \\hline")
+        for row in table["rows"]:
+            lines.append(" & ".join([row["title"]] + [_format_cell(row["cells"][c], digits).replace("±", "$\\pm$")
+                                                      for c in columns]) + " \\\\")
+        lines.append("\\end{tabular}")
+    else:
+        lines.append("| Method | seeds | " + " | ".join(labels) + " |")
+        lines.append("|---|---|" + "---:|" * len(columns))
+        for row in table["rows"]:
+            lines.append(f"| {row['title']} | {len(row['seeds'])} | "
+                         + " | ".join(_format_cell(row["cells"][c], digits) for c in columns) + " |")
+        lines.append("")
+        lines.append("Cells: ours (mean ± std over seeds), then in brackets the authors' number and our difference where they published one.")
+    if table["not_finished"]:
+        lines.append("")
+        lines.append("Runs without results:")
+        lines += [f"  {path}: {status}" for path, status in table["not_finished"]]
+    return "\n".join(lines)
+
+
 def load_results(run_dir) -> tuple[str, dict, str]:
-    """``(name, test metrics, binning)`` of a finished run folder."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
+    """``(title, test metrics, binning)`` of a finished run folder."""
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     binning = "sts_b" if cfg["data"]["dataset"] == "sts_b" else "age"
-    return results["name"], results["metrics"], binning
+    return cfg.get("title") or results["name"], results["metrics"], binning
 
 
 def main(argv: list[str] | None = None) -> int:

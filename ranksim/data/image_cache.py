@@ -285,7 +285,7 @@ def _sha256(path: Path) -> str:
 
 def build_cache(root: str | os.PathLike, split_df: pd.DataFrame, cache_path: str | os.PathLike | None = None,
                 workers: int | None = None, image_size: int = IMG_SIZE,
-                split_file: str | os.PathLike | None = None) -> Path:
+                split_file: str | os.PathLike | None = None, progress: bool = True) -> Path:
     """Decode and resize every image of ``split_df`` (in its order) into a new cache; return its path.
 
     Args:
@@ -295,6 +295,7 @@ def build_cache(root: str | os.PathLike, split_df: pd.DataFrame, cache_path: str
         workers: processes decoding images (default: up to 4, one per CPU); 1 decodes in this process.
         image_size: side of the stored images (SPEC 6: 224).
         split_file: recorded in the sidecar (name and sha256) for the record.
+        progress: show a tqdm bar.
 
     Raises:
         UserError: an image is missing or damaged (named), or the disk is too small.
@@ -322,7 +323,7 @@ def build_cache(root: str | os.PathLike, split_df: pd.DataFrame, cache_path: str
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                           shape=(len(paths), image_size, image_size, 3))
         jobs = list(enumerate(paths))
-        with tqdm(total=len(paths), desc="caching images", unit="img") as bar:
+        with tqdm(total=len(paths), desc="caching images", unit="img", disable=not progress) as bar:
             if workers == 1:
                 for i, rel in jobs:
                     array[i] = resize_to_array(load_image(root / rel), image_size)

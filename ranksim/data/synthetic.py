@@ -12,7 +12,7 @@ data root, exactly as AgeDB-DIR is laid out, so the real age reader is what read
   Gaussian pixel noise. A small CNN learns it in a few epochs; the noise keeps it from being
   trivial.
 * **Split**: for each label, ``min(n // 3, max_per_label)`` samples go to val and as many to test
-  (the DIR procedure of SPEC 6 with a smaller cap); the rest is train.
+  (the DIR procedure of SPEC 6, :func:`~ranksim.data.prepare_age.make_balanced_split`, with a smaller cap); the rest is train.
 
 Generation is deterministic in the :class:`~ranksim.config.SyntheticConfig`; a ``synthetic.json``
 beside the CSV records it, and a root whose record differs is regenerated. Files are written into
@@ -30,7 +30,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
+
+from ranksim.data.image_cache import build_cache
+from ranksim.data.prepare_age import make_balanced_split, write_age_split
 
 logger = logging.getLogger(__name__)
 
@@ -63,32 +67,21 @@ def render(label: float, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def balanced_split(labels: np.ndarray, max_per_label: int, rng: np.random.Generator) -> np.ndarray:
-    """``'train'|'val'|'test'`` per sample: per label, ``min(n//3, cap)`` to val and to test."""
-    split = np.full(len(labels), "train", dtype=object)
-    for label in np.unique(labels):  # once per label value at generation time, not a hot path
-        idx = rng.permutation(np.flatnonzero(labels == label))
-        k = min(len(idx) // 3, max_per_label)
-        split[idx[:k]] = "val"
-        split[idx[k:2 * k]] = "test"
-    return split
-
-
 def generate(root: Path, num_samples: int = 4000, image_size: int = 32, max_per_label: int = 6,
              seed: int = 0) -> Path:
     """Write the dataset into ``root`` and return the CSV path."""
     rng = np.random.default_rng(seed)
     labels = rng.choice(NUM_LABELS, size=num_samples, p=label_density())
-    split = balanced_split(labels, max_per_label, rng)
+    paths = [f"images/{i:06d}_{label}.jpg" for i, label in enumerate(labels)]
+    table = make_balanced_split(pd.DataFrame({"age": labels, "path": paths}), max_per_label, seed)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=root.parent))
     (tmp / "images").mkdir()
-    rows = ["age,path,split"]
-    for i, (label, part) in enumerate(zip(labels, split)):
-        rel = f"images/{i:06d}_{label}.jpg"
+    for label, rel in zip(labels, paths):
         Image.fromarray(render(float(label), image_size, rng)).save(tmp / rel, quality=95)
-        rows.append(f"{label},{rel},{part}")
-    (tmp / CSV_NAME).write_text("\n".join(rows) + "\n")
+    write_age_split(table, tmp / CSV_NAME)
+    # The uint8 cache makes the tiny images ~10x cheaper to load, and exercises the cache path.
+    build_cache(tmp, table, workers=1, image_size=image_size, progress=False)
     record = dict(num_samples=num_samples, image_size=image_size, max_per_label=max_per_label, seed=seed)
     (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1))
     if root.exists():
