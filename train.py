@@ -44,15 +44,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ranksim.config import dump, load_config, to_dict
-    from ranksim.engine import run_training, select_device
+    # Config errors are reported before torch and the models are imported, within a second.
+    from ranksim.config import load_config, to_dict
     from ranksim.errors import UserError
-    from ranksim.report import region_table
-    from ranksim.runs import new_run_dir, setup_logging, write_run_files
+    from ranksim.runs import setup_logging
 
     setup_logging()
     log = logging.getLogger("ranksim")
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    main_process = True
     try:
         if args.resume:
             run_dir = args.resume
@@ -69,13 +69,27 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
-        device = select_device(cfg.device)
-        if args.resume:
-            setup_logging(run_dir)
-        else:
-            run_dir = new_run_dir(cfg)
-            setup_logging(run_dir)
-            write_run_files(run_dir, cfg, device)
+        from ranksim.distributed import broadcast_object, init_distributed, is_main_process
+        from ranksim.engine import run_training, select_device
+        from ranksim.runs import new_run_dir, write_run_files
+
+        device = init_distributed(cfg.device) or select_device(cfg.device)
+        main_process = is_main_process()
+        if not args.resume:
+            # Rank 0 names the folder (it holds a timestamp) and tells the others; an error there
+            # is passed on so that no process waits forever.
+            run_dir = None
+            try:
+                run_dir = new_run_dir(cfg) if main_process else None
+                if main_process:
+                    write_run_files(run_dir, cfg, device)
+                failure = None
+            except UserError as err:
+                failure = str(err)
+            run_dir, failure = broadcast_object((run_dir, failure))
+            if failure:
+                raise UserError(failure)
+        setup_logging(run_dir if main_process else None, logging.INFO if main_process else logging.WARNING)
         log.info("run folder %s, device %s", run_dir, device)
         results = run_training(cfg, run_dir, device, resume=bool(args.resume))
     except UserError as err:
@@ -84,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; resume with: python train.py --resume %s", locals().get("run_dir", "RUN_DIR"))
         return 130
+    finally:
+        if "ranksim.distributed" in sys.modules:
+            sys.modules["ranksim.distributed"].cleanup()
+    if not main_process:
+        return 0
+    from ranksim.report import region_table
     log.info("test metrics of the best checkpoint (epoch %d):\n%s", results["best_epoch"],
              region_table(results["metrics"]))
     log.info("results written to %s", run_dir / "results.json")

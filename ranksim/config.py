@@ -45,7 +45,10 @@ class DataConfig:
     crop_padding: int = 16       # RandomCrop padding of SPEC 6 (16 at 224 px); scale it with image_size
     use_cache: bool = True       # read the uint8 image cache when `prepare cache` built one (lossless, several times faster)
     skip_bad_images: bool = False  # false: a corrupt/missing image stops the run naming the file; true: skip and count it
-    num_workers: int = 2         # DataLoader worker processes; 0 loads in the main process (easiest to debug)
+    num_workers: int = 2         # DataLoader worker processes per training process; 0 loads in the main process (easiest to debug)
+    persistent_workers: bool = True  # keep workers alive across epochs (saves their start-up each epoch); needs num_workers > 0
+    pin_memory: bool = True      # page-locked host batches for faster copies to CUDA; ignored on CPU
+    prefetch_factor: int = 2     # batches each worker loads ahead; raise it if the GPU waits on data
     max_train_samples: int = 0   # keep only the first N training rows (0 = all); for smoke tests and debugging
     glove_dir: str = ""          # STS-B: folder with the cached GloVe matrix; empty means random trainable embeddings
     max_seq_len: int = 40        # STS-B: tokens kept per sentence (SPEC 6)
@@ -62,6 +65,7 @@ class ModelConfig:
     dropout: float = 0.2         # bilstm: dropout after the embeddings and after the LSTM (paper 0.2)
     freeze_embeddings: bool = True  # bilstm: keep GloVe frozen as in the paper; ignored without GloVe
     channels_last: bool = False  # resnet: NHWC memory format, faster with cuDNN on recent GPUs
+    compile: bool = False        # torch.compile the model: faster steps on GPU after a minute of compilation
 
 
 @dataclass
@@ -92,6 +96,10 @@ class RankSimConfig:
     enabled: bool = False        # add the batch-wise ranking-similarity regularizer (SPEC 2)
     gamma: float = 100.0         # balancing weight of the regularizer: 100 for age, 3e-4 for STS-B
     interpolation_lambda: float = 2.0  # blackbox-ranking interpolation strength; paper 2
+    # Under DDP: false (default) applies RankSim to each process's own batch (batch_size / N
+    # samples); true gathers the features of all processes first, so that RankSim sees the global
+    # batch, as the paper's single-GPU batch does.
+    gather: bool = False         # see above
 
 
 @dataclass
@@ -153,6 +161,7 @@ class Config:
     title: str = ""              # the row's name in the paper's table (e.g. "SQINV + LDS + RankSim"); the collector prints it
     seed: int = 0                # seeds torch, numpy, the sampler and RankSim's de-duplication
     device: str = "auto"         # auto (cuda if present, else cpu) | cpu | cuda | cuda:N
+    precision: str = "fp32"      # fp32 | bf16 | fp16 autocast (fp16 adds a grad scaler); RankSim ranks and FDS statistics stay float32
     output_dir: str = ""         # run folder; empty means runs/<name>/<timestamp>
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -316,6 +325,7 @@ CHOICES = {
     "method.fds.kernel": ("gaussian", "triang", "laplace"),
     "optim.optimizer": ("adam", "sgd"),
     "schedule.select_by": ("auto", "mae", "mse"),
+    "precision": ("fp32", "bf16", "fp16"),
 }
 
 

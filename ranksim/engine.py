@@ -24,16 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from ranksim.config import Config, config_from_dict, to_dict
 from ranksim.data.build import DataBundle, build_data
+from ranksim.distributed import (all_reduce_sum, barrier, gather_shards, get_rank, get_world_size,
+                                 is_main_process, shard_indices)
 from ranksim.errors import UserError
 from ranksim.losses import get_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
-from ranksim.regularizer import batchwise_ranking_regularizer
+from ranksim.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
 from ranksim.runs import append_jsonl, load_checkpoint, load_state_strict, save_atomic
 
 logger = logging.getLogger("ranksim.engine")
@@ -68,12 +71,30 @@ def to_device(inputs, device: torch.device):
     return inputs.to(device, non_blocking=True)
 
 
-def make_loader(cfg: Config, dataset, data: DataBundle, shuffle: bool, generator: torch.Generator | None = None,
-                batch_size: int | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size or cfg.optim.batch_size,
-                      sampler=RandomSampler(dataset, generator=generator) if shuffle else None,
-                      num_workers=cfg.data.num_workers, collate_fn=data.collate, generator=generator,
-                      pin_memory=torch.cuda.is_available(), drop_last=False)
+def make_loader(cfg: Config, dataset, data: DataBundle, sampler=None, batch_size: int | None = None) -> DataLoader:
+    """A loader over ``dataset`` in order, or in ``sampler``'s order; ``batch_size`` is per process."""
+    d = cfg.data
+    workers = d.num_workers
+    extra = dict(persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor) if workers > 0 else {}
+    return DataLoader(dataset, batch_size=batch_size or local_batch_size(cfg), sampler=sampler,
+                      num_workers=workers, collate_fn=data.collate,
+                      pin_memory=d.pin_memory and torch.cuda.is_available(), drop_last=False, **extra)
+
+
+def local_batch_size(cfg: Config) -> int:
+    """The config's global batch size divided across the processes."""
+    world = get_world_size()
+    if cfg.optim.batch_size % world:
+        raise UserError(f"optim.batch_size={cfg.optim.batch_size} does not divide across {world} processes; "
+                        f"use a multiple of {world}")
+    return cfg.optim.batch_size // world
+
+
+def sharded_loader(cfg: Config, dataset, data: DataBundle) -> DataLoader:
+    """This process's unpadded strided share of ``dataset`` (see :func:`ranksim.distributed.shard_indices`)."""
+    if get_world_size() > 1:
+        dataset = Subset(dataset, list(shard_indices(len(dataset))))
+    return make_loader(cfg, dataset, data)
 
 
 def selection_metric(cfg: Config) -> str:
@@ -87,16 +108,30 @@ def selection_metric(cfg: Config) -> str:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device, target_scale: float = 1.0,
-            progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels over a loader, in label units, as float64 ``(N,)`` arrays."""
+def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
+            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels over ``dataset`` in label units, as float64 ``(N,)`` arrays.
+
+    Under DDP each process predicts its shard and the shards are gathered back into dataset
+    order, so every process gets the single-process arrays.
+    """
     model.eval()
     preds, labels = [], []
-    for inputs, targets, _ in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        pred, _ = model(to_device(inputs, device))
-        preds.append(pred.float().cpu().reshape(-1) * target_scale)
-        labels.append(targets.reshape(-1))
-    return torch.cat(preds).double().numpy(), torch.cat(labels).double().numpy()
+    loader = sharded_loader(cfg, dataset, data)
+    for inputs, targets, _ in tqdm(loader, desc=desc, leave=False, disable=not (cfg.logging.progress and is_main_process())):
+        with autocast(cfg, device):
+            pred, _ = model(to_device(inputs, device))
+        preds.append(pred.float().reshape(-1) * data.target_scale)
+        labels.append(targets.to(device).reshape(-1).float())
+    preds = gather_shards(torch.cat(preds), len(dataset))
+    labels = gather_shards(torch.cat(labels), len(dataset))
+    return preds.double().cpu().numpy(), labels.double().cpu().numpy()
+
+
+def autocast(cfg: Config, device: torch.device):
+    """Mixed-precision context of ``cfg.precision`` (a no-op for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def region_metrics(preds: np.ndarray, labels: np.ndarray, data: DataBundle, cfg: Config) -> dict:
@@ -105,9 +140,9 @@ def region_metrics(preds: np.ndarray, labels: np.ndarray, data: DataBundle, cfg:
     return shot_metrics(preds, labels, data.train_labels)
 
 
-def evaluate(model: nn.Module, loader: DataLoader, data: DataBundle, cfg: Config, device: torch.device,
+def evaluate(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
              desc: str = "eval") -> tuple[dict, np.ndarray, np.ndarray]:
-    preds, labels = predict(model, loader, device, data.target_scale, cfg.logging.progress, desc)
+    preds, labels = predict(model, dataset, data, cfg, device, desc)
     return region_metrics(preds, labels, data, cfg), preds, labels
 
 
@@ -149,22 +184,32 @@ def load_rrt_stage1(model: nn.Module, cfg: Config) -> None:
 
 
 class Trainer:
-    """Holds the model, data and optimizer of one run and runs its epochs."""
+    """Holds the model, data and optimizer of one run and runs its epochs.
+
+    ``self.module`` is the plain model (checkpoints, FDS); ``self.model`` is what the forward pass
+    calls: the same model, or it wrapped by ``torch.compile`` and/or DistributedDataParallel.
+    Only the main process writes files and TensorBoard.
+    """
 
     def __init__(self, cfg: Config, run_dir: Path, device: torch.device, writer=None):
         self.cfg, self.run_dir, self.device, self.writer = cfg, run_dir, device, writer
+        self.main = is_main_process()
         seed_everything(cfg.seed)
         self.data = build_data(cfg)
-        self.model = build_model(cfg, self.data.binning, self.data.vocab_size, self.data.embeddings).to(device)
+        self.module = build_model(cfg, self.data.binning, self.data.vocab_size, self.data.embeddings).to(device)
         if cfg.model.channels_last and device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+            self.module = self.module.to(memory_format=torch.channels_last)
         if cfg.method.rrt.enabled:
-            load_rrt_stage1(self.model, cfg)
-        self.fds = getattr(getattr(self.model, "head", None), "fds", None)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+            load_rrt_stage1(self.module, cfg)
+        self.fds = getattr(getattr(self.module, "head", None), "fds", None)
+        self.model = torch.compile(self.module) if cfg.model.compile else self.module
+        if get_world_size() > 1:
+            self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(cfg, trainable)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.schedule.milestones,
                                                               cfg.schedule.lr_gamma)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         m = cfg.method
         params = {"huber": {"beta": m.huber_beta},
                   "focal_l1": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma},
@@ -177,23 +222,31 @@ class Trainer:
         if m.ranksim.enabled and m.rrt.enabled:
             logger.info("RRT stage 2: RankSim was applied in stage 1; the frozen encoder needs no regularizer")
         self.state = TrainState()
-        self.sampler_generator = torch.Generator()
         self.ranksim_generator = torch.Generator(device=device)
-        self.train_loader = make_loader(cfg, self.data.train, self.data, shuffle=True, generator=self.sampler_generator)
-        self.val_loader = make_loader(cfg, self.data.val, self.data, shuffle=False)
+        # The same sampler with or without DDP: a seeded permutation per epoch (set_epoch), split
+        # across processes; with one process it is a plain seeded shuffle.
+        self.train_sampler = DistributedSampler(self.data.train, num_replicas=get_world_size(), rank=get_rank(),
+                                                shuffle=True, seed=cfg.seed)
+        self.train_loader = make_loader(cfg, self.data.train, self.data, sampler=self.train_sampler)
 
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "state": vars(self.state).copy(),
-                "config": to_dict(self.cfg)}
+        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "state": vars(self.state).copy(), "config": to_dict(self.cfg)}
 
     def restore(self, checkpoint: dict, source: Path) -> None:
-        load_state_strict(self.model, checkpoint["model"], source)
+        load_state_strict(self.module, checkpoint["model"], source)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if checkpoint.get("scaler"):
+            self.scaler.load_state_dict(checkpoint["scaler"])
         self.state = TrainState(**checkpoint["state"])
+
+    def save(self, obj: dict, name: str) -> None:
+        if self.main:
+            save_atomic(obj, self.run_dir / "checkpoints" / name)
 
     # -- one epoch --------------------------------------------------------------------------------
 
@@ -202,104 +255,130 @@ class Trainer:
         if self.cfg.method.rrt.enabled and not self.cfg.method.faithful:
             # A frozen encoder should give fixed features; the authors leave BatchNorm in train mode.
             self.model.eval()
-            self.model.head.train()
+            self.module.head.train()
+
+    def ranksim_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """RankSim on this process's batch, or on the gathered global batch (``ranksim.gather``)."""
+        r = self.cfg.method.ranksim
+        regularizer = gathered_ranking_regularizer if r.gather else batchwise_ranking_regularizer
+        return regularizer(features.float(), targets, r.interpolation_lambda, generator=self.ranksim_generator)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, device = self.cfg, self.device
         seed = epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
-        self.sampler_generator.manual_seed(seed)
-        self.ranksim_generator.manual_seed(seed)
+        torch.manual_seed(seed + get_rank())  # augmentation and dropout differ across processes
+        np.random.seed((seed + get_rank()) % 2**32)
+        random.seed(seed + get_rank())
+        self.train_sampler.set_epoch(epoch)
+        self.ranksim_generator.manual_seed(seed)  # the same on every process: gathered RankSim agrees
         self.set_train_mode()
-        sums = {"loss": 0.0, "task_loss": 0.0, "ranksim_loss": 0.0}
+        sums = torch.zeros(3, dtype=torch.float64)  # loss, task loss, RankSim term, times samples
         seen = 0
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.logging.progress)
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
+                   disable=not (cfg.logging.progress and self.main))
         for step, (inputs, targets, weights) in enumerate(bar):
             inputs, targets, weights = to_device(inputs, device), targets.to(device), weights.to(device)
             if cfg.model.channels_last and device.type == "cuda" and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            pred, features = self.model(inputs, targets, epoch)
-            task_loss = self.loss_fn(pred, targets / self.data.target_scale, weights)
+            with autocast(cfg, device):
+                pred, features = self.model(inputs, targets, epoch)
+            task_loss = self.loss_fn(pred.float(), targets / self.data.target_scale, weights)
             loss = task_loss
             ranksim_loss = torch.zeros((), device=device)
+            backward_loss = task_loss
             if self.use_ranksim:
-                ranksim_loss = batchwise_ranking_regularizer(features, targets, cfg.method.ranksim.interpolation_lambda,
-                                                             generator=self.ranksim_generator)
+                ranksim_loss = self.ranksim_loss(features, targets)
                 loss = task_loss + cfg.method.ranksim.gamma * ranksim_loss
-            value = loss.item()
+                # Gathered RankSim is the global batch's regularizer with gradients only through
+                # local features; DDP averages gradients over processes, so scale it back up.
+                world = get_world_size() if cfg.method.ranksim.gather else 1
+                backward_loss = task_loss + cfg.method.ranksim.gamma * world * ranksim_loss
+            values = torch.stack([loss.detach(), task_loss.detach(), ranksim_loss.detach()]).double().cpu()
+            value = float(values[0])
             if not math.isfinite(value) or abs(value) > cfg.logging.max_loss:
                 raise TrainingDiverged(
                     f"the loss is {value:.4g} at epoch {epoch}, step {step}; training stopped. "
                     f"checkpoints/last.pt keeps the last good epoch. Lower optim.lr or set optim.grad_clip")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(backward_loss).backward()
             if cfg.optim.grad_clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             n = targets.shape[0]
             seen += n
-            sums["loss"] += value * n
-            sums["task_loss"] += task_loss.item() * n
-            sums["ranksim_loss"] += ranksim_loss.item() * n
+            sums += values * n
             self.state.global_step += 1
             if self.writer is not None and self.state.global_step % cfg.logging.log_every_iters == 0:
-                self.writer.add_scalar("train/loss", value, self.state.global_step)
-                self.writer.add_scalar("train/task_loss", task_loss.item(), self.state.global_step)
-                if self.use_ranksim:
-                    self.writer.add_scalar("train/ranksim_loss", ranksim_loss.item(), self.state.global_step)
+                for name, v in zip(("loss", "task_loss", "ranksim_loss"), values.tolist()):
+                    if name != "ranksim_loss" or self.use_ranksim:
+                        self.writer.add_scalar(f"train/{name}", v, self.state.global_step)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.state.global_step)
             bar.set_postfix(loss=f"{value:.3f}")
             if cfg.schedule.val_every_iters and self.state.global_step % cfg.schedule.val_every_iters == 0:
-                self.validate(epoch, {k: v / seen for k, v in sums.items()})
+                self.validate(epoch, self.mean_losses(sums, seen))
                 self.set_train_mode()
                 if self.should_stop():
                     break
-        return {k: v / max(seen, 1) for k, v in sums.items()}
+        return self.mean_losses(sums, seen)
+
+    @staticmethod
+    def mean_losses(sums: torch.Tensor, seen: int) -> dict:
+        """Sample-weighted mean losses of the epoch over all processes."""
+        totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], dtype=torch.float64)]))
+        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
+        return dict(zip(("loss", "task_loss", "ranksim_loss"), means))
 
     @torch.no_grad()
     def update_fds(self, epoch: int) -> None:
         """End-of-epoch FDS statistics over the whole training set (SPEC 4).
 
-        Fixed mode: eval mode on un-augmented images. Faithful mode (quirk 3): train mode on the
-        augmented training loader, as the authors do, which also updates BatchNorm's buffers.
+        Fixed mode: eval mode on un-augmented images. Faithful mode (quirk 3): train mode on
+        augmented images, as the authors do, which also updates BatchNorm's buffers. Per-bucket
+        sums are accumulated batch by batch (no N x D feature matrix is kept) and, under DDP,
+        summed over the processes' shards, so every process gets the single-process statistics.
         """
         if self.fds is None or epoch < self.cfg.method.fds.start_update:
             return
-        faithful = self.cfg.method.faithful
-        if faithful:
+        if self.cfg.method.faithful:
             self.set_train_mode()
-            loader = self.train_loader
+            dataset = self.data.train
         else:
             self.model.eval()
-            loader = make_loader(self.cfg, self.data.train_plain, self.data, shuffle=False)
-        features, labels = [], []
-        for inputs, targets, _ in tqdm(loader, desc="FDS statistics", leave=False, disable=not self.cfg.logging.progress):
+            dataset = self.data.train_plain
+        totals = None
+        loader = sharded_loader(self.cfg, dataset, self.data)
+        for inputs, targets, _ in tqdm(loader, desc="FDS statistics", leave=False,
+                                       disable=not (self.cfg.logging.progress and self.main)):
             targets = targets.to(self.device)
-            _, feats = self.model(to_device(inputs, self.device), targets, epoch)
-            features.append(feats.float())
-            labels.append(targets)
+            with autocast(self.cfg, self.device):
+                _, features = self.model(to_device(inputs, self.device), targets, epoch)
+            batch = self.fds.bucket_statistics(features.float(), targets)
+            totals = batch if totals is None else tuple(t + b for t, b in zip(totals, batch))
+        totals = tuple(all_reduce_sum(t) for t in totals)
         self.fds.update_last_epoch_stats(epoch)
-        self.fds.update_running_stats(torch.cat(features), torch.cat(labels), epoch)
+        self.fds.update_from_bucket_statistics(*totals, epoch)
 
     # -- validation and checkpoints ---------------------------------------------------------------
 
     def validate(self, epoch: int, train_metrics: dict) -> dict:
         cfg, st = self.cfg, self.state
-        metrics, preds, labels = evaluate(self.model, self.val_loader, self.data, cfg, self.device, "val")
+        metrics, preds, labels = evaluate(self.model, self.data.val, self.data, cfg, self.device, "val")
         st.validations += 1
         value = metrics["all"][self.select_by]
         improved = value < st.best_metric
         if improved:
             st.best_metric, st.best_epoch, st.bad_validations = value, epoch, 0
-            save_atomic({"model": self.model.state_dict(), "config": to_dict(cfg), "epoch": epoch,
-                         "step": st.global_step, "val": metrics}, self.run_dir / "checkpoints" / "best.pt")
+            self.save({"model": self.module.state_dict(), "config": to_dict(cfg), "epoch": epoch,
+                       "step": st.global_step, "val": metrics}, "best.pt")
         else:
             st.bad_validations += 1
             if cfg.schedule.plateau_lr_factor != 1.0:
                 for group in self.optimizer.param_groups:
                     group["lr"] *= cfg.schedule.plateau_lr_factor
+        if not self.main:
+            return metrics
         record = {"epoch": epoch, "step": st.global_step, "lr": self.optimizer.param_groups[0]["lr"],
                   "train": train_metrics, "val": metrics, "best": improved}
         append_jsonl(self.run_dir / "metrics.jsonl", record)
@@ -341,19 +420,23 @@ class Trainer:
                 self.should_stop()
             self.scheduler.step()
             st.epoch = epoch + 1
-            save_atomic(self.checkpoint(), self.run_dir / "checkpoints" / "last.pt")
+            self.save(self.checkpoint(), "last.pt")
             logger.debug("epoch %d took %.1fs", epoch, time.time() - start)
+        barrier()  # best.pt is complete before any process reads it
 
     def test(self) -> dict:
         """Test metrics of ``best.pt``, written to ``results.json`` in the layout of ``shot_metrics``."""
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best = load_checkpoint(best_path)
-        load_state_strict(self.model, best["model"], best_path)
-        test_loader = make_loader(self.cfg, self.data.test, self.data, shuffle=False)
-        metrics, _, _ = evaluate(self.model, test_loader, self.data, self.cfg, self.device, "test")
+        load_state_strict(self.module, best["model"], best_path)
+        metrics, preds, labels = evaluate(self.model, self.data.test, self.data, self.cfg, self.device, "test")
         results = {"name": self.cfg.name, "split": "test", "best_epoch": best["epoch"],
                    "select_by": self.select_by, "metrics": metrics}
-        (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        if self.main:
+            (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+            if self.writer is not None:
+                self.writer.add_figure("test/per_label_error", _per_label_figure(preds, labels, self.data),
+                                       self.state.global_step)
         return results
 
 
@@ -375,7 +458,7 @@ def _per_label_figure(preds, labels, data: DataBundle):
 def run_training(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False) -> dict:
     """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results."""
     writer = None
-    if cfg.logging.tensorboard:
+    if cfg.logging.tensorboard and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir))
     try:

@@ -23,12 +23,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ranksim.config import Config, dump
 from ranksim.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so that config errors report fast
+    import torch
 
 logger = logging.getLogger("ranksim")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ def git_state() -> dict:
 
 def environment(device: torch.device) -> dict:
     import numpy
+    import torch
     import torchvision
     env = {**git_state(), "python": sys.version.split()[0], "torch": torch.__version__,
            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
@@ -98,6 +100,8 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> Non
 
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -108,13 +112,15 @@ def load_checkpoint(path: Path) -> dict:
         path = path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; give a run folder (with checkpoints/) or a .pt file")
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
         raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}); it is not a ranksim checkpoint or is damaged") from None
 
 
-def load_state_strict(model: torch.nn.Module, state: dict, source: Path | str) -> None:
+def load_state_strict(model: "torch.nn.Module", state: dict, source: Path | str) -> None:
     """Load weights strictly, turning a mismatch into one readable line."""
     try:
         model.load_state_dict(state, strict=True)

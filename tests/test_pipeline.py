@@ -1,7 +1,9 @@
 """End to end: train.py, evaluate.py, run folders, resume, and every user-error path.
 
-Runs the real entry points as subprocesses on a tiny synthetic dataset (generated once per test
-session), so that exit codes, messages and the absence of tracebacks are what a user would see.
+Training runs call ``train.main`` in this process (importing torch once saves seconds per run);
+one run and every error path go through real subprocesses, so that exit codes, messages and the
+absence of tracebacks are what a user would see. The tiny synthetic dataset is generated once per
+test session.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+import train as train_cli  # noqa: E402
 TINY = ["data.synthetic.num_samples=480", "data.synthetic.image_size=16", "data.image_size=16",
         "data.crop_padding=1", "model.width=4", "optim.batch_size=32", "schedule.epochs=2",
         "schedule.milestones=[1]", "logging.progress=false", "device=cpu"]
@@ -37,11 +41,24 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def train(tmp_path: Path, data_root: Path, config: str, *overrides: str, name: str = "run"):
+def train_args(out: Path, data_root: Path, config: str, *overrides: str) -> list[str]:
+    return ["-c", str(REPO / "configs" / "quickstart" / f"{config}.yaml"), *TINY, f"data.root={data_root}",
+            f"output_dir={out}", *overrides]
+
+
+def train(tmp_path: Path, data_root: Path, config: str, *overrides: str, name: str = "run") -> tuple[int, Path]:
+    """Train in this process; returns the exit status and the run folder."""
     out = tmp_path / name
-    proc = run("train.py", "-c", f"configs/quickstart/{config}.yaml", *TINY, f"data.root={data_root}",
-               f"output_dir={out}", *overrides)
-    return proc, out
+    return train_cli.main(train_args(out, data_root, config, *overrides)), out
+
+
+def test_train_cli_subprocess(tmp_path, data_root):
+    """The real command line once: exit 0, the test table on the console, the run folder."""
+    out = tmp_path / "cli"
+    proc = run("train.py", *train_args(out, data_root, "vanilla", "schedule.epochs=1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test metrics of the best checkpoint" in proc.stderr and "few" in proc.stderr
+    assert (out / "results.json").is_file()
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -63,8 +80,8 @@ METHODS = {
 @pytest.mark.parametrize("method", METHODS)
 def test_train_end_to_end(tmp_path, data_root, method):
     config, overrides = METHODS[method]
-    proc, out = train(tmp_path, data_root, config, *overrides)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    rc, out = train(tmp_path, data_root, config, *overrides)
+    assert rc == 0
     for name in RUN_FILES:
         assert (out / name).is_file(), f"{name} missing from the run folder"
     assert list(out.glob("events.out.tfevents.*")), "no TensorBoard event file"
@@ -84,11 +101,11 @@ def test_train_end_to_end(tmp_path, data_root, method):
 
 
 def test_rrt_loads_stage1_encoder_and_trains_only_the_regressor(tmp_path, data_root):
-    proc, stage1 = train(tmp_path, data_root, "vanilla", name="stage1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc, stage2 = train(tmp_path, data_root, "sqinv_lds", "method.rrt.enabled=true",
-                         f"method.rrt.stage1={stage1}", name="stage2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    rc, stage1 = train(tmp_path, data_root, "vanilla", name="stage1")
+    assert rc == 0
+    rc, stage2 = train(tmp_path, data_root, "sqinv_lds", "method.rrt.enabled=true",
+                       f"method.rrt.stage1={stage1}", name="stage2")
+    assert rc == 0
     before = torch.load(stage1 / "checkpoints" / "best.pt", weights_only=False)["model"]
     after = torch.load(stage2 / "checkpoints" / "best.pt", weights_only=False)["model"]
     for key, value in before.items():
@@ -108,17 +125,16 @@ def test_resume_equals_uninterrupted(tmp_path, data_root):
     """
     common = ["schedule.epochs=3", "schedule.milestones=[2]", "method.ranksim.enabled=true",
               "method.fds.enabled=true", "method.reweight=sqrt_inv", "method.lds.enabled=true"]
-    proc, full = train(tmp_path, data_root, "vanilla", *common, name="full")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc, again = train(tmp_path, data_root, "vanilla", *common, name="again")
-    assert proc.returncode == 0
-    proc, cut = train(tmp_path, data_root, "vanilla", *common, "schedule.epochs=2", name="cut")
-    assert proc.returncode == 0
+    rc, full = train(tmp_path, data_root, "vanilla", *common, name="full")
+    assert rc == 0
+    rc, again = train(tmp_path, data_root, "vanilla", *common, name="again")
+    assert rc == 0
+    rc, cut = train(tmp_path, data_root, "vanilla", *common, "schedule.epochs=2", name="cut")
+    assert rc == 0
     assert torch.load(cut / "checkpoints" / "last.pt", weights_only=False)["state"]["epoch"] == 2
     (cut / "config.yaml").write_text((cut / "config.yaml").read_text().replace("epochs: 2", "epochs: 3"))
     (cut / "results.json").unlink()
-    proc = run("train.py", "--resume", str(cut))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert train_cli.main(["--resume", str(cut)]) == 0
     full_results = json.loads((full / "results.json").read_text())
     assert json.loads((again / "results.json").read_text())["metrics"] == full_results["metrics"], \
         "two seeded runs differ: the pipeline is not deterministic on CPU"
@@ -128,8 +144,8 @@ def test_resume_equals_uninterrupted(tmp_path, data_root):
 
 
 def test_evaluate_run_folder_and_checkpoint(tmp_path, data_root):
-    proc, out = train(tmp_path, data_root, "vanilla")
-    assert proc.returncode == 0
+    rc, out = train(tmp_path, data_root, "vanilla")
+    assert rc == 0
     proc = run("evaluate.py", str(out), "--split", "test")
     assert proc.returncode == 0, proc.stderr
     evaluated = json.loads((out / "eval_test.json").read_text())
@@ -150,7 +166,7 @@ def test_missing_config_file():
 
 def test_unknown_key_suggests_the_right_one():
     proc = run("train.py", "-c", "configs/quickstart/vanilla.yaml", "method.ranksm.gamma=3")
-    assert_user_error(proc, "unknown key 'method.ranksm.gamma'", "method.ranksim.gamma", "command line")
+    assert_user_error(proc, "unknown key 'method.ranksm'", "did you mean 'method.ranksim'", "command line")
 
 
 def test_unknown_key_in_a_file_names_the_file(tmp_path):
@@ -175,29 +191,36 @@ def test_missing_data_folder(tmp_path):
 
 
 def test_checkpoint_that_does_not_match_the_config(tmp_path, data_root):
-    proc, out = train(tmp_path, data_root, "vanilla")
-    assert proc.returncode == 0
+    rc, out = train(tmp_path, data_root, "vanilla")
+    assert rc == 0
     checkpoint = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
     checkpoint["config"]["model"]["width"] = 8
     torch.save(checkpoint, tmp_path / "mismatch.pt")
     assert_user_error(run("evaluate.py", str(tmp_path / "mismatch.pt")), "does not match the config")
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root):
-    proc, out = train(tmp_path, data_root, "vanilla", "schedule.epochs=1", name="good")
-    assert proc.returncode == 0
+def test_exploding_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root):
+    """A resumed run whose loss passes logging.max_loss stops at once; last.pt stays as it was."""
+    rc, out = train(tmp_path, data_root, "vanilla", "schedule.epochs=1", name="good")
+    assert rc == 0
     before = (out / "checkpoints" / "last.pt").read_bytes()
-    config = (out / "config.yaml").read_text().replace("epochs: 1", "epochs: 2").replace("lr: 0.001", "lr: 1.0e+30")
+    config = (out / "config.yaml").read_text().replace("epochs: 1", "epochs: 2").replace("max_loss: 1000000.0", "max_loss: 1.0e-09")
     (out / "config.yaml").write_text(config)
     proc = run("train.py", "--resume", str(out))
-    assert_user_error(proc, "at epoch 1, step", "last.pt")
+    assert_user_error(proc, "at epoch 1, step 0", "last.pt keeps the last good epoch")
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_nan_loss_names_epoch_and_step(tmp_path, data_root):
+    proc = run("train.py", *train_args(tmp_path / "nan", data_root, "vanilla", "optim.lr=1e30"))
+    assert_user_error(proc, "at epoch 0, step", "Lower optim.lr")
+    assert not (tmp_path / "nan" / "checkpoints" / "last.pt").exists()
+
+
 def test_existing_run_folder_is_not_overwritten(tmp_path, data_root):
-    proc, out = train(tmp_path, data_root, "vanilla", "schedule.epochs=1")
-    assert proc.returncode == 0
-    proc, _ = train(tmp_path, data_root, "vanilla", "schedule.epochs=1")
+    rc, out = train(tmp_path, data_root, "vanilla", "schedule.epochs=1")
+    assert rc == 0
+    proc = run("train.py", *train_args(out, data_root, "vanilla", "schedule.epochs=1"))
     assert_user_error(proc, "already holds a run", "--resume")
 
 

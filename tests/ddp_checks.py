@@ -1,0 +1,63 @@
+"""Worker for tests/test_distributed.py, launched as ``torchrun --nproc_per_node=2 tests/ddp_checks.py CHECK OUT``.
+
+Each process writes what it computed to ``OUT/rank<R>.pt``; the test compares the ranks with each
+other and with the single-process computation on the concatenated data.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ranksim.distributed import all_reduce_sum, get_rank, get_world_size, shard_indices  # noqa: E402
+from ranksim.fds import FDS  # noqa: E402
+from ranksim.regularizer import gathered_ranking_regularizer  # noqa: E402
+
+
+def data(seed: int = 0):
+    """The same global data on every process: 300 samples, 16-d features, labels 0..39 (age)."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(300, 16, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 40, (300,), generator=g).double()
+    return features, labels
+
+
+def check_fds(out: Path) -> None:
+    """Three epochs of FDS statistics from this process's shard, all-reduced (as engine.update_fds)."""
+    fds = FDS(16, bucket_num=40, bucket_start=0, start_update=0)
+    features, labels = data()
+    shard = list(shard_indices(len(labels)))
+    for epoch in range(3):
+        totals = fds.bucket_statistics(features[shard] * (epoch + 1), labels[shard])
+        totals = tuple(all_reduce_sum(t) for t in totals)
+        fds.update_last_epoch_stats(epoch)
+        fds.update_from_bucket_statistics(*totals, epoch)
+    torch.save(fds.state_dict(), out / f"rank{get_rank()}.pt")
+
+
+def check_ranksim(out: Path) -> None:
+    """Gathered RankSim on this process's half of a 64-sample batch: value and local gradient."""
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, 30, (64, 1), generator=g).double()  # ties: de-duplication matters
+    rank, world = get_rank(), get_world_size()
+    local = slice(rank * 32, (rank + 1) * 32)
+    mine = features[local].clone().requires_grad_(True)
+    generator = torch.Generator().manual_seed(7)
+    loss = gathered_ranking_regularizer(mine, targets[local], 2.0, generator=generator)
+    loss.backward()
+    torch.save({"loss": loss.detach(), "grad": mine.grad, "slice": (local.start, local.stop)},
+               out / f"rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    check, out = sys.argv[1], Path(sys.argv[2])
+    dist.init_process_group("gloo")
+    {"fds": check_fds, "ranksim": check_ranksim}[check](out)
+    dist.barrier()
+    dist.destroy_process_group()
