@@ -3,9 +3,18 @@
 
     python evaluate.py runs/quickstart/ranksim/20261128-120000 [--split test]
     python evaluate.py path/to/best.pt --split val
+    python evaluate.py RUN --per-label --plots [--save-features] [--compare OTHER_RUN ...]
 
 Loads the checkpoint strictly with the config stored in it, prints every metric per shot region
-and writes eval_<split>.json next to the checkpoint's run folder.
+and writes eval_<split>.json next to the checkpoint's run folder. Optionally:
+
+- ``--per-label``: ``per_label_<split>.csv`` (label_bin, label, count, mae, mse, region);
+- ``--save-features``: ``features_<split>.npz`` (features, labels, preds), reused by ``--plots``;
+- ``--plots``: PNGs in ``<run>/plots/``: the training label histogram, the per-label MAE and MSE,
+  and the per-label rank correlation of feature and label similarity (what RankSim optimises);
+- ``--compare RUN ...``: the per-label curves of other runs on the same axes (implies ``--plots``).
+
+The computations live in ``ranksim/analysis.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Evaluate a trained run per shot region (many/medium/few).")
+    parser = argparse.ArgumentParser(
+        description="Evaluate a trained run per shot region (many/medium/few).",
+        epilog="Put --compare after the run folder: evaluate.py RUN --plots --compare OTHER1 OTHER2")
     parser.add_argument("target", type=Path, metavar="RUN_DIR_OR_CHECKPOINT",
                         help="a run folder (uses checkpoints/best.pt) or a .pt checkpoint file")
     parser.add_argument("--split", choices=("val", "test"), default="test", help="which split to evaluate (default test)")
@@ -26,41 +37,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", default=None, help="read the data from here instead of the path in the config")
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the JSON (default: eval_<split>.json in the run folder)")
+    parser.add_argument("--per-label", action="store_true",
+                        help="write per_label_<split>.csv in the run folder: label_bin, label (bin lower edge), "
+                             "count, mae, mse, region (many/medium/few from the training labels)")
+    parser.add_argument("--plots", action="store_true",
+                        help="write PNGs into <run>/plots/: label_histogram, per_label_mae, per_label_mse, "
+                             "rank_correlation (of the split evaluated last); reuses features_<split>.npz when "
+                             "it was made by the same checkpoint")
+    parser.add_argument("--save-features", action="store_true",
+                        help="write features_<split>.npz in the run folder (features, labels, preds)")
+    parser.add_argument("--features-dtype", choices=("float32", "float16"), default="float32",
+                        help="dtype of the saved features (float16 halves the file; default float32)")
+    parser.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
+                        help="other run folders (same dataset and split) drawn on the same axes; implies --plots")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ranksim.data.build import build_data
-    from ranksim.engine import config_of_checkpoint, evaluate, make_loader, select_device
+    from ranksim.analysis import (legend_labels, load_compare_run, load_run, per_label_table, write_per_label_csv,
+                                  save_features, write_plots)
+    from ranksim.engine import region_metrics
     from ranksim.errors import UserError
-    from ranksim.models import build_model
     from ranksim.report import region_table
-    from ranksim.runs import load_checkpoint, load_state_strict, setup_logging
+    from ranksim.runs import setup_logging
 
     setup_logging()
     log = logging.getLogger("ranksim")
+    plots = args.plots or bool(args.compare)
     try:
-        checkpoint = load_checkpoint(args.target)
-        cfg = config_of_checkpoint(checkpoint, args.target)
-        if args.data_root:
-            cfg.data.root = args.data_root
-        device = select_device(args.device or cfg.device)
-        data = build_data(cfg)
-        model = build_model(cfg, data.binning, data.vocab_size, data.embeddings).to(device)
-        load_state_strict(model, checkpoint["model"], args.target)
-        loader = make_loader(cfg, getattr(data, args.split), data, shuffle=False)
-        metrics, _, _ = evaluate(model, loader, data, cfg, device, args.split)
+        run = load_run(args.target, args.device, args.data_root)
+        features_path = run.run_dir / f"features_{args.split}.npz"
+        outputs = run.outputs(args.split, with_features=plots or args.save_features,
+                              reuse=features_path if plots and not args.save_features else None)
+        metrics = region_metrics(outputs.preds, outputs.labels, run.data, run.cfg)
+        others = [load_compare_run(path, run, args.split, args.device, args.data_root) for path in args.compare]
     except UserError as err:
         log.error("%s", err)
         return UserError.exit_code
-    run_dir = args.target if args.target.is_dir() else args.target.resolve().parent.parent
-    output = args.output or run_dir / f"eval_{args.split}.json"
-    output.write_text(json.dumps({"name": cfg.name, "split": args.split, "checkpoint": str(args.target),
-                                  "epoch": checkpoint.get("epoch"), "metrics": metrics}, indent=2))
-    print(f"{cfg.name}: {args.split} split, checkpoint epoch {checkpoint.get('epoch')}")
+    output = args.output or run.run_dir / f"eval_{args.split}.json"
+    output.write_text(json.dumps({"name": run.cfg.name, "split": args.split, "checkpoint": str(args.target),
+                                  "epoch": run.checkpoint.get("epoch"), "metrics": metrics}, indent=2))
+    print(f"{run.cfg.name}: {args.split} split, checkpoint epoch {run.checkpoint.get('epoch')}")
     print(region_table(metrics))
     log.info("written %s", output)
+    if args.save_features:
+        path = save_features(features_path, outputs, args.split, run.checkpoint_id, args.features_dtype)
+        log.info("written %s", path)
+    if args.per_label:
+        rows = per_label_table(outputs.preds, outputs.labels, run.data.train_labels, run.data.binning)
+        log.info("written %s", write_per_label_csv(rows, run.run_dir / f"per_label_{args.split}.csv"))
+    if plots:
+        compared = [other.outputs(args.split, with_features=True, reuse=other.run_dir / f"features_{args.split}.npz")
+                    for other in others]
+        curves = dict(zip(legend_labels([run, *others]), [outputs, *compared]))
+        for path in write_plots(run.run_dir / "plots", curves, run.data.train_labels, run.data.binning, args.split):
+            log.info("written %s", path)
     return 0
 
 

@@ -1,0 +1,455 @@
+"""Reading a trained run: per-label errors, the RankSim rank correlation, saved features, plots.
+
+``evaluate.py --per-label --plots --save-features --compare`` only parses its options and calls
+the functions here.
+
+Per-label quantities group the evaluated samples by label bin (:mod:`ranksim.binning`: the integer
+age, or one of the 50 STS-B bins of width 0.1), and name each bin by its lower edge in label units
+(``23`` for age 23, ``0.7`` for the STS-B bin ``[0.7, 0.8)``) and by its shot region (SPEC 5,
+decided by the training labels, by the same helpers as the evaluation metrics).
+
+The rank correlation (:func:`rank_similarity_correlation`) is the quantity RankSim optimises,
+measured on a whole split instead of a batch: for each sample ``i``, the Spearman correlation
+between its row of feature similarities and its row of label similarities. RankSim pushes it
+towards 1; plotting its mean per label shows where in the label range it holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from torch import nn
+
+from ranksim.binning import STS_B_NUM_BINS, STS_B_RANGE, check_binning, label_bins
+from ranksim.errors import UserError
+from ranksim.metrics import per_label_errors, shot_regions, shot_regions_sts_b
+
+logger = logging.getLogger("ranksim.analysis")
+
+# Elements of one chunk of the (N, N) similarity matrices: 4M float64 values (32 MB) per array,
+# a handful of arrays alive at once. Bounds the memory of an 11k x 11k split to ~200 MB.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-label tables
+
+
+def bin_lower_edges(bins: np.ndarray, binning: str) -> np.ndarray:
+    """Lower edge of each label bin in label units: the age itself, or ``k / 10`` for STS-B bin ``k``."""
+    check_binning(binning)
+    bins = np.asarray(bins, dtype=np.int64)
+    if binning == "age":
+        return bins.astype(np.float64)
+    return np.round(bins * (STS_B_RANGE[1] / STS_B_NUM_BINS), 10)
+
+
+def sample_regions(labels, train_labels, binning: str) -> np.ndarray:
+    """Shot region of each sample ``(N,)``, exactly as the evaluation metrics decide it (SPEC 5)."""
+    check_binning(binning)
+    return shot_regions_sts_b(labels) if binning == "sts_b" else shot_regions(labels, train_labels)
+
+
+def per_label_table(preds, labels, train_labels, binning: str) -> list[dict]:
+    """Errors per label bin with the bin's label and shot region.
+
+    Args:
+        preds, labels: ``(N,)`` predictions and labels in label units.
+        train_labels: ``(M,)`` training labels (decide the age shot regions; unused for STS-B).
+        binning: ``'age'`` or ``'sts_b'``.
+
+    Returns:
+        One dict per bin holding at least one sample, sorted by bin:
+        ``{'label_bin', 'label', 'count', 'mae', 'mse', 'region'}``; ``label`` is the bin's lower
+        edge (an ``int`` for age, a ``float`` for STS-B).
+    """
+    rows = per_label_errors(preds, labels, binning=binning)
+    labels = np.asarray(labels).reshape(-1)
+    regions = sample_regions(labels, train_labels, binning)
+    # Every sample of a bin has the bin's region; take it from the bin's first sample.
+    bins, first = np.unique(label_bins(labels, binning), return_index=True)
+    region_of = dict(zip(bins.tolist(), regions[first].tolist()))
+    edges = bin_lower_edges(bins, binning)
+    label_of = dict(zip(bins.tolist(), (edges.astype(int).tolist() if binning == "age" else edges.tolist())))
+    return [{"label_bin": r["label_bin"], "label": label_of[r["label_bin"]], "count": r["count"],
+             "mae": r["mae"], "mse": r["mse"], "region": region_of[r["label_bin"]]} for r in rows]
+
+
+PER_LABEL_COLUMNS = ("label_bin", "label", "count", "mae", "mse", "region")
+
+
+def write_per_label_csv(rows: list[dict], path: Path) -> Path:
+    """Write :func:`per_label_table` rows as CSV with the columns :data:`PER_LABEL_COLUMNS`."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_LABEL_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "mae": f"{row['mae']:.6g}", "mse": f"{row['mse']:.6g}"})
+    os.replace(tmp, path)
+    return path
+
+
+def per_label_mean(values, labels, binning: str) -> list[dict]:
+    """Mean of a per-sample quantity per label bin, ignoring NaN.
+
+    Args:
+        values: ``(N,)`` per-sample values (NaN where undefined).
+        labels: ``(N,)`` labels.
+
+    Returns:
+        One dict per bin holding at least one sample, sorted by bin: ``{'label_bin', 'label',
+        'count', 'mean'}``; ``count`` counts the samples of the bin, ``mean`` is over its finite
+        values and is ``None`` when it has none.
+    """
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    if values.shape != labels.shape:
+        raise ValueError(f"values and labels must have the same length, got {values.shape} and {labels.shape}")
+    bins, inverse, counts = np.unique(label_bins(labels, binning), return_inverse=True, return_counts=True)
+    finite = np.isfinite(values)
+    sums = np.bincount(inverse, weights=np.where(finite, values, 0.0), minlength=len(bins))
+    defined = np.bincount(inverse, weights=finite.astype(np.float64), minlength=len(bins))
+    edges = bin_lower_edges(bins, binning)
+    return [{"label_bin": int(b), "label": float(e), "count": int(c), "mean": float(s / d) if d else None}
+            for b, e, c, s, d in zip(bins, edges, counts, sums, defined)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The rank correlation RankSim optimises
+
+
+def _row_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of matching rows of two ``(m, n)`` arrays; NaN for a constant row."""
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    denom = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a * b).sum(axis=1) / np.where(denom > 0, denom, 1.0), np.nan)
+
+
+def rank_similarity_correlation(features, labels, chunk_size: int | None = None) -> np.ndarray:
+    """Per-sample Spearman correlation between feature similarity and label similarity.
+
+    For each sample ``i`` of the ``N`` given:
+
+    - feature similarity ``S_ij = x̂_i · x̂_j``, the cosine similarity of the flattened,
+      L2-normalised features (as RankSim, SPEC 2.3);
+    - label similarity ``T_ij = -|y_i - y_j|``;
+    - ``rho_i`` = Spearman correlation of ``S_i`` and ``T_i`` over the other samples ``j != i``.
+      **The diagonal is excluded**: ``S_ii = 1`` and ``T_ii = 0`` are the largest values of their
+      rows by construction and would inflate every correlation. **Ties get average ranks**
+      (``scipy.stats.rankdata(method='average')``); ties in ``T_i`` are the rule, as many samples
+      share a label. The correlation is Pearson's of the two rank rows, i.e. Spearman's rho.
+
+    RankSim's regularizer makes the rank of ``S_i`` match the rank of ``T_i`` within a batch, so
+    it pushes ``rho_i`` towards 1. Unlike the batch loss, this uses every sample of the split.
+
+    Rows are processed in chunks of ``chunk_size`` (default: as many as keep a chunk at about 4M
+    similarities), so memory grows as ``O(chunk_size * N)``, not ``O(N^2)``; no loop runs over
+    samples. The similarities are computed on the features' device in float64 for float64
+    features and float32 otherwise (float16 features are upcast); ranking runs on the CPU.
+
+    Args:
+        features: ``(N, D)`` (or ``(N, ...)``, flattened) tensor or array.
+        labels: ``(N,)`` or ``(N, 1)`` labels.
+        chunk_size: rows per chunk; ``None`` chooses it from ``N``.
+
+    Returns:
+        ``(N,)`` float64 array; NaN where the correlation is undefined: a constant row (for example
+        all-zero features, or all other labels equal), or ``N < 3``.
+    """
+    x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
+    y = (labels if isinstance(labels, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(labels)))
+    y = y.detach().cpu().double()
+    if x.dim() < 2:
+        raise ValueError(f"features must have shape (N, D), got {tuple(x.shape)}")
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"labels must have shape (N,) or (N, 1) with N = {x.shape[0]} (features "
+                         f"{tuple(x.shape)}), got {tuple(np.shape(labels))}")
+    n = x.shape[0]
+    out = np.full(n, np.nan)
+    if n < 3:
+        return out
+    x = x.detach().flatten(1)
+    x = x.double() if x.dtype == torch.float64 else x.float()
+    x = F.normalize(x, dim=1)
+    y = y.numpy()
+    rows = chunk_size or max(1, _CHUNK_ELEMENTS // n)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        m = stop - start
+        s = (x[start:stop] @ x.T).double().cpu().numpy()                 # (m, n)
+        t = -np.abs(y[start:stop, None] - y[None, :])                    # (m, n)
+        keep = np.ones((m, n), dtype=bool)
+        keep[np.arange(m), np.arange(start, stop)] = False               # drop j == i
+        s = s[keep].reshape(m, n - 1)
+        t = t[keep].reshape(m, n - 1)
+        out[start:stop] = _row_pearson(rankdata(s, axis=1, method="average"),
+                                       rankdata(t, axis=1, method="average"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Model outputs over a split, and the features file
+
+
+@dataclass
+class SplitOutputs:
+    """What a model gives over one split, in dataset order."""
+
+    preds: np.ndarray                  # (N,) float64, label units
+    labels: np.ndarray                 # (N,) float64
+    features: np.ndarray | None = None  # (N, D) float32 (float16 when read from a float16 file)
+
+
+class _FeatureRecorder(nn.Module):
+    """Wraps a model so that ``engine.predict`` also leaves the features of every batch here."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.features: list[torch.Tensor] = []
+
+    def forward(self, *args, **kwargs):
+        pred, features = self.model(*args, **kwargs)
+        self.features.append(features.detach().flatten(1).float().cpu())
+        return pred, features
+
+
+def model_outputs(model: nn.Module, dataset, data, cfg, device: torch.device, with_features: bool = False,
+                  desc: str = "eval") -> SplitOutputs:
+    """Predictions, labels and (optionally) features of ``model`` over ``dataset``, in dataset order.
+
+    The predictions come from :func:`ranksim.engine.predict` itself, so they are exactly the ones
+    of the evaluation metrics and ``results.json``; the features are what the model returns beside
+    them (the encoder output before the regressor; FDS does not smooth in eval mode), recorded on
+    the way. Single process only: under DDP a process would record only its shard's features.
+    """
+    from ranksim.engine import predict
+
+    recorder = _FeatureRecorder(model) if with_features else model
+    preds, labels = predict(recorder, dataset, data, cfg, device, desc)
+    features = torch.cat(recorder.features).numpy() if with_features else None
+    if features is not None and features.shape[0] != preds.shape[0]:
+        raise RuntimeError(f"recorded {features.shape[0]} feature rows for {preds.shape[0]} predictions")
+    return SplitOutputs(preds, labels, features)
+
+
+FEATURES_DTYPES = ("float32", "float16")
+
+
+def save_features(path: Path, outputs: SplitOutputs, split: str, checkpoint_id: dict,
+                  dtype: str = "float32") -> Path:
+    """Write ``features_<split>.npz``: features (``dtype``), labels, preds, and which checkpoint made them.
+
+    ``checkpoint_id`` (``{'checkpoint': name, 'epoch': int, 'step': int}``) lets a later
+    :func:`load_features` tell whether the file still belongs to the checkpoint. Written to a
+    temporary file and renamed.
+    """
+    if dtype not in FEATURES_DTYPES:
+        raise ValueError(f"dtype must be one of {FEATURES_DTYPES}, got {dtype!r}")
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, features=outputs.features.astype(dtype), labels=outputs.labels, preds=outputs.preds,
+                 split=np.array(split), checkpoint=np.array(str(checkpoint_id.get("checkpoint"))),
+                 epoch=np.array(-1 if checkpoint_id.get("epoch") is None else checkpoint_id["epoch"]),
+                 step=np.array(-1 if checkpoint_id.get("step") is None else checkpoint_id["step"]))
+    os.replace(tmp, path)
+    return path
+
+
+def load_features(path: Path, split: str, checkpoint_id: dict,
+                  split_labels: np.ndarray | None = None) -> SplitOutputs | None:
+    """The outputs stored in ``path`` if it was made by this checkpoint on this split, else ``None``.
+
+    A file of another split, checkpoint, epoch or step, or whose labels differ from
+    ``split_labels`` (the split changed), is stale: it is logged and ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            stored = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        logger.warning("ignoring %s: cannot read it (%s)", path, err)
+        return None
+    expected = {"split": split, "checkpoint": str(checkpoint_id.get("checkpoint")),
+                "epoch": -1 if checkpoint_id.get("epoch") is None else checkpoint_id["epoch"],
+                "step": -1 if checkpoint_id.get("step") is None else checkpoint_id["step"]}
+    missing = {"features", "labels", "preds", *expected} - set(stored)
+    if missing:
+        logger.warning("ignoring %s: it lacks %s", path, ", ".join(sorted(missing)))
+        return None
+    found = {k: stored[k].item() for k in expected}
+    if found != expected:
+        logger.info("not reusing %s: it was made by %s, this is %s; recomputing", path, found, expected)
+        return None
+    if split_labels is not None and not np.array_equal(np.asarray(split_labels, np.float64).reshape(-1),
+                                                       stored["labels"]):
+        logger.info("not reusing %s: its labels differ from the %s split's; recomputing", path, split)
+        return None
+    logger.info("reusing the features in %s", path)
+    return SplitOutputs(stored["preds"], stored["labels"], stored["features"])
+
+
+def dataset_labels(dataset) -> np.ndarray | None:
+    """The labels of a split's dataset without loading its inputs, when the dataset exposes them."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = getattr(getattr(dataset, "split", None), "labels", None)
+    return None if labels is None else np.asarray(labels, dtype=np.float64).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading runs for evaluation and comparison
+
+
+@dataclass
+class LoadedRun:
+    """One run's model and data, ready to evaluate."""
+
+    target: Path             # what the user gave: a run folder or a .pt file
+    run_dir: Path
+    checkpoint: dict
+    cfg: object              # ranksim.config.Config
+    data: object             # ranksim.data.build.DataBundle
+    model: nn.Module
+    device: torch.device
+
+    @property
+    def label(self) -> str:
+        """The run's name in legends: its config title, else its config name."""
+        return self.cfg.title or self.cfg.name
+
+    @property
+    def checkpoint_id(self) -> dict:
+        return {"checkpoint": self.checkpoint_path.name, "epoch": self.checkpoint.get("epoch"),
+                "step": self.checkpoint.get("step")}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file, as ``ranksim.runs.load_checkpoint`` resolves the target."""
+        if not self.target.is_dir():
+            return self.target
+        folder = self.target / "checkpoints" if (self.target / "checkpoints").is_dir() else self.target
+        return folder / "best.pt"
+
+    def outputs(self, split: str, with_features: bool = False, reuse: Path | None = None) -> SplitOutputs:
+        """Model outputs over ``split``; with ``reuse``, read them from that features file when it matches."""
+        dataset = getattr(self.data, split)
+        if reuse is not None:
+            stored = load_features(reuse, split, self.checkpoint_id, dataset_labels(dataset))
+            if stored is not None:
+                return stored
+        return model_outputs(self.model, dataset, self.data, self.cfg, self.device, with_features, split)
+
+
+def run_dir_of(target: Path) -> Path:
+    """The run folder of a run folder or of a checkpoint ``RUN/checkpoints/x.pt``."""
+    target = Path(target)
+    return target if target.is_dir() else target.resolve().parent.parent
+
+
+def load_run(target: Path, device_name: str | None = None, data_root: str | None = None,
+             expect_dataset: str | None = None) -> LoadedRun:
+    """Checkpoint, config (the one stored in the checkpoint), data and model of a run.
+
+    Raises ``UserError`` for a missing or foreign checkpoint, a checkpoint that does not match its
+    config, and, with ``expect_dataset``, a run of another dataset (checked before any data is read).
+    """
+    from ranksim.data.build import build_data
+    from ranksim.engine import config_of_checkpoint, select_device
+    from ranksim.models import build_model
+    from ranksim.runs import load_checkpoint, load_state_strict
+
+    target = Path(target)
+    checkpoint = load_checkpoint(target)
+    cfg = config_of_checkpoint(checkpoint, target)
+    if expect_dataset is not None and cfg.data.dataset != expect_dataset:
+        raise UserError(f"{target} is a {cfg.data.dataset} run but the evaluated run is {expect_dataset}; "
+                        "--compare needs runs of the same dataset")
+    if data_root:
+        cfg.data.root = data_root
+    device = select_device(device_name or cfg.device)
+    data = build_data(cfg)
+    model = build_model(cfg, data.binning, data.vocab_size, data.embeddings).to(device)
+    load_state_strict(model, checkpoint["model"], target)
+    return LoadedRun(target, run_dir_of(target), checkpoint, cfg, data, model, device)
+
+
+def load_compare_run(target: Path, reference: LoadedRun, split: str, device_name: str | None = None,
+                     data_root: str | None = None) -> LoadedRun:
+    """A run to draw beside ``reference``: finished enough to have a best checkpoint, same dataset and split."""
+    target = Path(target)
+    if not target.exists():
+        raise UserError(f"--compare {target}: no such run folder or checkpoint")
+    if target.is_dir() and not (target / "checkpoints" / "best.pt").is_file() and not (target / "best.pt").is_file():
+        raise UserError(f"--compare {target}: no results to compare (no checkpoints/best.pt); "
+                        "give a run folder whose training has validated at least once")
+    if target.is_dir() and not (target / "results.json").is_file():
+        logger.warning("%s has not finished (no results.json); comparing its current best.pt", target)
+    run = load_run(target, device_name, data_root, expect_dataset=reference.cfg.data.dataset)
+    ours, theirs = dataset_labels(getattr(run.data, split)), dataset_labels(getattr(reference.data, split))
+    if ours is not None and theirs is not None and not np.array_equal(ours, theirs):
+        raise UserError(f"--compare {target}: its {split} split differs from that of {reference.target} "
+                        f"({len(ours)} vs {len(theirs)} samples, or other labels); compare runs on the same data")
+    return run
+
+
+def legend_labels(runs: list[LoadedRun]) -> list[str]:
+    """Each run's title (or name); runs that would share one get their folder name added."""
+    labels = [run.label for run in runs]
+    return [f"{label} ({run.run_dir.name})" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def write_plots(plot_dir: Path, curves: dict[str, SplitOutputs], train_labels: np.ndarray, binning: str,
+                split: str) -> list[Path]:
+    """The figures of ``evaluate.py --plots`` as PNGs in ``plot_dir``; returns their paths.
+
+    ``curves`` maps a legend label to that run's outputs on ``split`` (the evaluated run first);
+    every run needs its features for ``rank_correlation.png``.
+
+    - ``label_histogram.png``: training labels per bin, shot regions shaded.
+    - ``per_label_mae.png``, ``per_label_mse.png``: error per label bin, one curve per run.
+    - ``rank_correlation.png``: mean per label bin of :func:`rank_similarity_correlation`, one
+      curve per run.
+    """
+    import matplotlib.pyplot as plt
+
+    from ranksim.plots import label_histogram_figure, per_label_error_figure, rank_correlation_figure
+
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    errors = {name: per_label_errors(o.preds, o.labels, binning=binning) for name, o in curves.items()}
+    correlations = {name: per_label_mean(rank_similarity_correlation(o.features, o.labels), o.labels, binning)
+                    for name, o in curves.items()}
+    figures = {"label_histogram.png": label_histogram_figure(train_labels, binning)}
+    for metric in ("mae", "mse"):
+        figures[f"per_label_{metric}.png"] = per_label_error_figure(errors, train_labels, binning, metric,
+                                                                    title=f"Per-label {metric.upper()} ({split} split)")
+    figures["rank_correlation.png"] = rank_correlation_figure(correlations, train_labels, binning, split)
+    written = []
+    for name, fig in figures.items():
+        fig.savefig(plot_dir / name, dpi=120)
+        plt.close(fig)
+        written.append(plot_dir / name)
+    return written

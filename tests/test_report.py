@@ -1,0 +1,153 @@
+"""The results collector (ranksim/report.py, scripts/collect_results.py) on hand-made run folders.
+
+Each run folder is written by hand (config.yaml, results.json, train.log, metrics.jsonl), so the
+expected table cells can be worked out here: two seeds of one row give mean ± sample std, and the
+authors' number from ranksim/reference/paper_tables.csv follows with our difference.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ranksim.report import collect, discover_runs, render
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "collect_results.py"
+REGIONS = ("all", "many", "medium", "few")
+
+
+def metrics(mae: list[float], gm: list[float]) -> dict:
+    """A results.json ``metrics`` block from MAE and GM per region (all, many, medium, few)."""
+    return {region: {"mse": a * a, "mae": a, "gm": g, "pearson": 0.5, "spearman": 0.5, "count": 10}
+            for region, a, g in zip(REGIONS, mae, gm)}
+
+
+def make_run(root: Path, folder: str, name: str, title: str, seed: int = 0, dataset: str = "agedb",
+             results: dict | None = None, log: str = "", validations: int = 0) -> Path:
+    run = root / folder
+    run.mkdir(parents=True)
+    cfg = {"name": name, "title": title, "seed": seed, "data": {"dataset": dataset}, "schedule": {"epochs": 120}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "train.log").write_text(log)
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in range(validations)))
+    if results is not None:
+        (run / "results.json").write_text(json.dumps({"name": name, "split": "test", "metrics": results}))
+    return run
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    """An AgeDB-DIR table in progress.
+
+    - ``agedb/sqinv_ranksim`` ("SQINV + RankSim"), seeds 0 and 1:
+        MAE all 7.00 and 7.20 -> mean 7.10, sample std sqrt(2 * 0.1^2 / 1) = 0.1414 -> "7.10 ± 0.14";
+        the authors' MAE all is 6.91 -> "(6.91, +0.19)".
+        MAE medium 8.00 and 8.40 -> 8.20 ± 0.28; MAE few 10.00 twice -> 10.00 ± 0.00;
+        GM few 7.00 and 7.50 -> 7.25 ± 0.35 (std 0.3536).
+    - ``agedb/vanilla``, ``agedb/vanilla_ranksim``, ``agedb/sqinv``: one seed each (no ±); the
+      vanilla run has no medium-shot test sample (``None`` metrics -> "-").
+    - ``agedb/my_idea``: a row the paper does not have -> last.
+    - ``agedb/lds``: failed (an ERROR line in train.log); ``agedb/fds``: unfinished (2 validations).
+    - ``imdb_wiki/vanilla``: another dataset, left out of the AgeDB table.
+    Folder names are chosen so that alphabetical order is not the paper's order.
+    """
+    root = tmp_path / "runs"
+    make_run(root, "a/sqinv_ranksim/seed0", "agedb/sqinv_ranksim", "SQINV + RankSim", seed=0,
+             results=metrics([7.00, 6.00, 8.00, 10.00], [4.50, 4.00, 5.00, 7.00]))
+    make_run(root, "a/sqinv_ranksim/seed1", "agedb/sqinv_ranksim", "SQINV + RankSim", seed=1,
+             results=metrics([7.20, 6.20, 8.40, 10.00], [4.70, 4.00, 5.40, 7.50]))
+    vanilla = metrics([7.77, 6.62, 9.55, 13.67], [5.05, 4.23, 7.01, 10.75])
+    vanilla["medium"] = {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None, "count": 0}
+    make_run(root, "b/vanilla/seed0", "agedb/vanilla", "VANILLA", results=vanilla)
+    make_run(root, "c/sqinv/seed0", "agedb/sqinv", "SQINV", results=metrics([7.1] * 4, [4.5] * 4))
+    make_run(root, "d/my_idea/seed0", "agedb/my_idea", "My idea", results=metrics([9.0] * 4, [6.0] * 4))
+    make_run(root, "e/vanilla_ranksim/seed0", "agedb/vanilla_ranksim", "Vanilla + RankSim",
+             results=metrics([7.0] * 4, [4.4] * 4))
+    make_run(root, "f/lds/seed0", "agedb/lds", "LDS", validations=3,
+             log="12:00:00 INFO run folder runs/agedb/lds/seed0, device cuda\n"
+                 "12:30:00 ERROR the loss is nan at epoch 3, step 17; training stopped. "
+                 "checkpoints/last.pt keeps the last good epoch\n")
+    make_run(root, "g/fds/seed0", "agedb/fds", "FDS", validations=2, log="12:00:00 INFO run folder\n")
+    make_run(root, "h/imdb/seed0", "imdb_wiki/vanilla", "VANILLA", dataset="imdb_wiki",
+             results=metrics([8.0] * 4, [4.6] * 4))
+    return root
+
+
+def test_markdown_table_cells_order_and_unfinished_runs(runs_dir):
+    text = render(collect(discover_runs(runs_dir), "agedb"), "markdown")
+    lines = text.splitlines()
+    assert lines[0] == ("| Method | seeds | MAE all | MAE many | MAE medium | MAE few "
+                        "| GM all | GM many | GM medium | GM few |")
+    rows = [line for line in lines[2:] if line.startswith("| ")]
+    # Paper order: vanilla, its RankSim twin, sqinv, its twin; rows the paper lacks come last.
+    assert [row.split(" | ")[0][2:] for row in rows] == [
+        "VANILLA", "Vanilla + RankSim", "SQINV", "SQINV + RankSim", "My idea"]
+    assert rows[3] == ("| SQINV + RankSim | 2 | 7.10 ± 0.14 (6.91, +0.19) | 6.10 ± 0.14 | 8.20 ± 0.28 "
+                       "| 10.00 ± 0.00 | 4.60 ± 0.14 | 4.00 ± 0.00 | 5.20 ± 0.28 | 7.25 ± 0.35 |")
+    assert rows[0] == "| VANILLA | 1 | 7.77 | 6.62 | - | 13.67 | 5.05 | 4.23 | - | 10.75 |"
+    assert "imdb" not in text and "8.00" not in text, "a run of another dataset leaked into the table"
+    below = text[text.index("Runs without results:"):].splitlines()
+    assert below[1] == (f"  {runs_dir / 'f/lds/seed0'}: failed: the loss is nan at epoch 3, step 17; "
+                        "training stopped. checkpoints/last.pt keeps the last good epoch")
+    assert below[2] == f"  {runs_dir / 'g/fds/seed0'}: unfinished: 2 validations of 120 epochs"
+    assert len(below) == 3
+
+
+def test_csv_format(runs_dir):
+    text = render(collect(discover_runs(runs_dir), "agedb"), "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["row", "title", "seeds", "metric", "shot", "ours", "std", "theirs", "difference"]
+    assert len(rows) == 5 * 8  # five rows x (MAE, GM) x four regions
+    cell = next(r for r in rows if r["row"] == "agedb/sqinv_ranksim" and r["metric"] == "mae" and r["shot"] == "all")
+    assert cell["title"] == "SQINV + RankSim" and cell["seeds"] == "0 1"
+    assert float(cell["ours"]) == pytest.approx(7.10)
+    assert float(cell["std"]) == pytest.approx(0.02 ** 0.5)
+    assert float(cell["theirs"]) == 6.91
+    assert float(cell["difference"]) == pytest.approx(0.19)
+    medium = next(r for r in rows if r["row"] == "agedb/vanilla" and r["metric"] == "mae" and r["shot"] == "medium")
+    assert medium["ours"] == medium["std"] == medium["theirs"] == medium["difference"] == ""
+    assert [r["row"] for r in rows[::8]] == ["agedb/vanilla", "agedb/vanilla_ranksim", "agedb/sqinv",
+                                             "agedb/sqinv_ranksim", "agedb/my_idea"]
+
+
+def test_latex_format(runs_dir):
+    lines = render(collect(discover_runs(runs_dir), "agedb"), "latex").splitlines()
+    assert lines[0] == "\\begin{tabular}{l" + "r" * 8 + "}"
+    assert lines[1].startswith("Method & MAE all & MAE many") and lines[1].endswith("GM few \\\\ \\hline")
+    assert lines[5] == ("SQINV + RankSim & 7.10 $\\pm$ 0.14 (6.91, +0.19) & 6.10 $\\pm$ 0.14 & 8.20 $\\pm$ 0.28 "
+                        "& 10.00 $\\pm$ 0.00 & 4.60 $\\pm$ 0.14 & 4.00 $\\pm$ 0.00 & 5.20 $\\pm$ 0.28 "
+                        "& 7.25 $\\pm$ 0.35 \\\\")
+    assert lines[7] == "\\end{tabular}"
+
+
+def collect_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_formats_and_dataset_choice(runs_dir):
+    proc = collect_cli(runs_dir, "--dataset", "agedb", "--format", "latex")
+    assert proc.returncode == 0, proc.stderr
+    assert "SQINV + RankSim & 7.10 $\\pm$ 0.14 (6.91, +0.19)" in proc.stdout
+    proc = collect_cli(runs_dir / "h", "--format", "csv")  # one dataset under the folder: chosen by itself
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[1].startswith("imdb_wiki/vanilla,VANILLA,0,mae,all,8.0,")
+
+
+def test_cli_errors_exit_2_with_a_message(runs_dir, tmp_path):
+    proc = collect_cli(tmp_path / "absent")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "absent is not a folder" in proc.stderr and "runs/agedb" in proc.stderr
+    proc = collect_cli(runs_dir)
+    assert proc.returncode == 2 and "runs of several datasets (agedb, imdb_wiki)" in proc.stderr
+    assert "--dataset" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = collect_cli(tmp_path / "empty")
+    assert proc.returncode == 2 and "no runs under" in proc.stderr
