@@ -24,7 +24,6 @@ A cache only knows paths: rebuild it when images are replaced in place.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -41,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 from tqdm import tqdm
 
+from ranksim.data.download import sha256_of
 from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -275,14 +275,6 @@ def _fill(job: tuple[int, str]) -> int:
     return i
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_cache(root: str | os.PathLike, split_df: pd.DataFrame, cache_path: str | os.PathLike | None = None,
                 workers: int | None = None, image_size: int = IMG_SIZE,
                 split_file: str | os.PathLike | None = None, progress: bool = True) -> Path:
@@ -346,7 +338,7 @@ def build_cache(root: str | os.PathLike, split_df: pd.DataFrame, cache_path: str
     meta = {"format": CACHE_FORMAT, "version": CACHE_VERSION, "size": image_size, "count": len(paths),
             "dtype": "uint8", "layout": "NHWC", "resize": "torchvision Resize default (PIL bilinear, antialiased)",
             "split_file": None if split_file is None else {"name": Path(split_file).name,
-                                                           "sha256": _sha256(Path(split_file))},
+                                                           "sha256": sha256_of(Path(split_file))},
             "build_seconds": round(seconds, 1), "paths": paths}
     meta_tmp = meta_path.with_name(meta_path.name + ".tmp")
     meta_tmp.write_text(json.dumps(meta), encoding="utf-8")

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import hashlib
 import io
 import logging
 import os
@@ -55,6 +54,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ranksim.binning import label_bins
+from ranksim.data.download import sha256_of
 from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -570,16 +570,8 @@ def _download(url: str, dest: Path, expected_size: int | None = None) -> Path:
     return download(url, dest, expected_size)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _matches(path: Path, expected: tuple[int, str] | None) -> bool:
-    return expected is None or (path.stat().st_size == expected[0] and _sha256(path) == expected[1])
+    return expected is None or (path.stat().st_size == expected[0] and sha256_of(path) == expected[1])
 
 
 def download_splits(root: str | os.PathLike, source: str = "ranksim", base_url: str | None = None,
