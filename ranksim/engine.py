@@ -110,7 +110,10 @@ def selection_metric(cfg: Config) -> str:
 @torch.no_grad()
 def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
             desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels over ``dataset`` in label units, as float64 ``(N,)`` arrays.
+    """Predictions (float64) and labels (in the dataset's float32) over ``dataset``, ``(N,)`` arrays.
+
+    Labels keep their float32 values: widening float32(2.6) to float64 gives 2.5999999, which
+    falls in STS-B bin 25 instead of 26 (ranksim.binning compares in the labels' own precision).
 
     Under DDP each process predicts its shard and the shards are gathered back into dataset
     order, so every process gets the single-process arrays.
@@ -125,7 +128,7 @@ def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: to
         labels.append(targets.to(device).reshape(-1).float())
     preds = gather_shards(torch.cat(preds), len(dataset))
     labels = gather_shards(torch.cat(labels), len(dataset))
-    return preds.double().cpu().numpy(), labels.double().cpu().numpy()
+    return preds.double().cpu().numpy(), labels.cpu().numpy()
 
 
 def autocast(cfg: Config, device: torch.device):

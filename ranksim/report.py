@@ -56,9 +56,11 @@ def comparison_table(rows: list[tuple[str, dict]], binning: str) -> str:
 
 REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
 REFERENCE_DATASET = {"agedb": "agedb_dir", "imdb_wiki": "imdb_wiki_dir", "sts_b": "sts_b_dir"}
-# Paper order of the rows (their config file stems); each is followed by its "+ RankSim" twin.
-ROW_ORDER = ["vanilla", "sqinv", "inv", "lds", "fds", "sqinv_fds", "lds_fds", "focal", "focal_lds",
-             "focal_fds", "focal_lds_fds", "rrt", "rrt_lds", "rrt_fds", "rrt_lds_fds"]
+# Paper order of the rows, by title without " + RankSim" (each row is followed by its RankSim twin).
+TITLE_ORDER = ["vanilla", "sqinv", "inv", "sqinv + lds", "inv + lds", "fds", "sqinv + fds", "sqinv + lds + fds",
+               "inv + lds + fds", "focal-r", "focal-r + lds", "focal-r + fds", "focal-r + lds + fds",
+               "rrt", "rrt + lds", "rrt + fds", "rrt + lds + fds"]
+RANKSIM_SUFFIX = " + ranksim"
 
 
 @dataclass
@@ -102,11 +104,15 @@ def discover_runs(runs_dir: Path) -> list[Run]:
     return runs
 
 
-def _row_key(name: str) -> tuple:
-    stem = name.rsplit("/", 1)[-1]
-    ranksim = stem.endswith("_ranksim")
-    base = stem[: -len("_ranksim")] if ranksim else stem
-    return (ROW_ORDER.index(base) if base in ROW_ORDER else len(ROW_ORDER), base, ranksim)
+def _row_key(title: str) -> tuple:
+    """Sort key of a row: the paper's position of its method, then without/with RankSim.
+
+    A suffix in brackets (``VANILLA [CPU scale]``) marks a variant that sorts with its method.
+    """
+    text = title.split(" [")[0].strip().lower()
+    ranksim = text.endswith(RANKSIM_SUFFIX)
+    base = text[: -len(RANKSIM_SUFFIX)] if ranksim else text
+    return (TITLE_ORDER.index(base) if base in TITLE_ORDER else len(TITLE_ORDER), base, ranksim, title)
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -123,7 +129,8 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None) -> dic
     chosen = [r for r in runs if r.dataset == dataset]
     finished = [r for r in chosen if r.metrics]
     rows = []
-    for name in sorted({r.name for r in finished}, key=_row_key):
+    titles = {r.name: r.title for r in finished}
+    for name in sorted(titles, key=lambda n: _row_key(titles[n]) + (n,)):
         group = [r for r in finished if r.name == name]
         cells = {}
         for metric, scale in headline:

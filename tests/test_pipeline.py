@@ -234,3 +234,50 @@ def test_help_explains_options():
 def test_no_input_prompts_anywhere():
     for path in list(REPO.glob("*.py")) + list((REPO / "ranksim").rglob("*.py")) + list((REPO / "scripts").rglob("*.py")):
         assert "input(" not in path.read_text().replace("_input(", ""), f"{path} calls input()"
+
+
+def test_iteration_validation_patience_and_plateau_decay(tmp_path, data_root):
+    """The STS-B protocol shape: validate every N iterations, decay the LR on no improvement, stop on patience."""
+    rc, out = train(tmp_path, data_root, "vanilla", "schedule.epochs=20", "schedule.val_every_iters=2",
+                    "schedule.patience=2", "schedule.plateau_lr_factor=0.5", "optim.lr=1e-6",
+                    "schedule.milestones=[]", "schedule.max_validations=12")
+    assert rc == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2 * (i + 1) for i in range(len(records))]
+    bad = 0
+    for before, after in zip(records, records[1:]):
+        bad = 0 if after["best"] else bad + 1
+        expected = before["lr"] * (1.0 if after["best"] else 0.5)
+        assert after["lr"] == pytest.approx(expected), "LR not multiplied by plateau_lr_factor"
+    assert bad == 2 or len(records) == 12, "stopped neither by patience nor by max_validations"
+
+
+def test_tensorboard_holds_loss_terms_metrics_and_figures(tmp_path, data_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rc, out = train(tmp_path, data_root, "ranksim", "logging.log_every_iters=1")
+    assert rc == 0
+    tags = {"scalars": set(), "images": set()}
+    for path in out.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
+        acc.Reload()
+        for kind in tags:
+            tags[kind] |= set(acc.Tags()[kind])
+    assert {"train/loss", "train/task_loss", "train/ranksim_loss", "train/lr",
+            "val_all/mae", "val_few/mae"} <= tags["scalars"]
+    assert {"data/train_label_histogram", "val/per_label_error", "test/per_label_error"} <= tags["images"]
+
+
+def test_corrupt_image_stops_naming_the_file_or_is_skipped(tmp_path, data_root):
+    import shutil
+
+    root = tmp_path / "broken"
+    shutil.copytree(data_root, root)
+    shutil.rmtree(root / "cache")  # read the JPEGs themselves
+    victim = (root / "synthetic.csv").read_text().splitlines()[1].split(",")[1]
+    (root / victim).write_bytes(b"not a jpeg")
+    proc = run("train.py", *train_args(tmp_path / "stop", root, "vanilla", "schedule.epochs=1"))
+    assert_user_error(proc, Path(victim).name)
+    rc, out = train(tmp_path, root, "vanilla", "schedule.epochs=1", "data.skip_bad_images=true", name="skip")
+    assert rc == 0
+    assert "skipped unreadable image" in (out / "train.log").read_text()
