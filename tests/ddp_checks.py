@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ranksim.distributed import all_reduce_sum, get_rank, get_world_size, shard_indices  # noqa: E402
+from ranksim.distributed import all_reduce_sum, get_rank, shard_indices  # noqa: E402
 from ranksim.fds import FDS  # noqa: E402
 from ranksim.regularizer import gathered_ranking_regularizer  # noqa: E402
 
@@ -45,7 +45,7 @@ def check_ranksim(out: Path) -> None:
     g = torch.Generator().manual_seed(1)
     features = torch.randn(64, 8, generator=g, dtype=torch.float64)
     targets = torch.randint(0, 30, (64, 1), generator=g).double()  # ties: de-duplication matters
-    rank, world = get_rank(), get_world_size()
+    rank = get_rank()
     local = slice(rank * 32, (rank + 1) * 32)
     mine = features[local].clone().requires_grad_(True)
     generator = torch.Generator().manual_seed(7)
