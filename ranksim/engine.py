@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -164,7 +164,6 @@ class TrainState:
     validations: int = 0
     bad_validations: int = 0       # consecutive validations without improvement (patience)
     stopped_early: bool = False
-    history: list = field(default_factory=list)
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
