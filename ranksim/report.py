@@ -158,7 +158,9 @@ def _format_cell(cell: dict, digits: int) -> str:
 
 def render(table: dict, fmt: str = "markdown") -> str:
     """The collected table as markdown, csv or latex; unfinished and failed runs listed below."""
-    digits = 3 if table["dataset"] == "sts_b" else 2
+    # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.
+    places = {"mse": 3, "pearson": 1}
+    digit_of = {c: places.get(c[0], 2) for c in ((m, r) for m, _ in table["headline"] for r in REGIONS)}
     columns = [(metric, region) for metric, _ in table["headline"] for region in REGIONS]
     labels = [f"{m.upper()}{' x100' if scale != 1 else ''} {r}" for m, scale in table["headline"] for r in REGIONS]
     if fmt == "csv":
@@ -176,7 +178,7 @@ def render(table: dict, fmt: str = "markdown") -> str:
         lines.append("\\begin{tabular}{l" + "r" * len(columns) + "}")
         lines.append(" & ".join(["Method"] + labels) + " \\\\ \\hline")
         for row in table["rows"]:
-            lines.append(" & ".join([row["title"]] + [_format_cell(row["cells"][c], digits).replace("±", "$\\pm$")
+            lines.append(" & ".join([row["title"]] + [_format_cell(row["cells"][c], digit_of[c]).replace("±", "$\\pm$")
                                                       for c in columns]) + " \\\\")
         lines.append("\\end{tabular}")
     else:
@@ -184,7 +186,7 @@ def render(table: dict, fmt: str = "markdown") -> str:
         lines.append("|---|---|" + "---:|" * len(columns))
         for row in table["rows"]:
             lines.append(f"| {row['title']} | {len(row['seeds'])} | "
-                         + " | ".join(_format_cell(row["cells"][c], digits) for c in columns) + " |")
+                         + " | ".join(_format_cell(row["cells"][c], digit_of[c]) for c in columns) + " |")
         lines.append("")
         lines.append("Cells: ours (mean ± std over seeds), then in brackets the authors' number and our difference where they published one.")
     if table["not_finished"]:
