@@ -13,19 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ranksim.binning import STS_B_SHOT_BINS, label_bins  # noqa: E402
+from ranksim.binning import label_bins  # noqa: E402
+from ranksim.metrics import shot_regions, shot_regions_sts_b  # noqa: E402
 
 REGION_COLOURS = {"many": "#d9ead3", "medium": "#fff2cc", "few": "#f4cccc"}
 
 
 def bin_regions(train_labels: np.ndarray, binning: str, num_bins: int, many_shot_thr: int = 100,
                 low_shot_thr: int = 20) -> list[str]:
-    """The shot region of every label bin ``0..num_bins-1`` (SPEC 5)."""
-    if binning == "sts_b":
-        region = {b: name for name, bins in STS_B_SHOT_BINS.items() for b in bins}
-        return [region[b] for b in range(num_bins)]
-    counts = np.bincount(label_bins(np.asarray(train_labels), binning), minlength=num_bins)[:num_bins]
-    return ["many" if c > many_shot_thr else "few" if c < low_shot_thr else "medium" for c in counts]
+    """The shot region of every label bin ``0..num_bins-1``, by the metrics' own rule (SPEC 5)."""
+    if binning == "sts_b":  # each bin's centre, (k + 0.5) / 10, lies safely inside bin k
+        return shot_regions_sts_b((np.arange(num_bins) + 0.5) * 0.1).tolist()
+    return shot_regions(np.arange(num_bins), train_labels, many_shot_thr, low_shot_thr).tolist()
 
 
 def _bin_width(binning: str) -> float:
