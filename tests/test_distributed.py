@@ -25,6 +25,7 @@ from ranksim.regularizer import batchwise_ranking_regularizer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 from ddp_checks import data  # noqa: E402
+from tiny import TINY  # noqa: E402
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -62,21 +63,6 @@ def test_gathered_ranksim_equals_single_process_on_the_concatenated_batch(tmp_pa
         start, stop = got["slice"]
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-12, atol=0)
         torch.testing.assert_close(got["grad"], features.grad[start:stop], rtol=1e-9, atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    from ranksim.config import SyntheticConfig
-    from ranksim.data.synthetic import ensure_synthetic
-
-    root = tmp_path_factory.mktemp("ddp") / "synthetic"
-    ensure_synthetic(root, SyntheticConfig(num_samples=480, image_size=16))
-    return root
-
-
-TINY = ["data.synthetic.num_samples=480", "data.synthetic.image_size=16", "data.image_size=16",
-        "data.crop_padding=1", "model.width=4", "optim.batch_size=32", "schedule.epochs=2",
-        "schedule.milestones=[1]", "logging.progress=false", "device=cpu"]
 
 
 def test_torchrun_training_writes_once_and_evaluates_like_one_process(tmp_path, data_root):

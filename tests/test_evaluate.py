@@ -24,9 +24,10 @@ from ranksim.analysis import (bin_lower_edges, per_label_mean, per_label_table, 
                               write_per_label_csv)
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.synthetic.num_samples=480", "data.synthetic.image_size=16", "data.image_size=16",
-        "data.crop_padding=1", "model.width=4", "optim.batch_size=32", "schedule.epochs=1",
-        "schedule.milestones=[]", "logging.progress=false", "logging.tensorboard=false", "device=cpu"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import TINY  # noqa: E402
+
+ONE_EPOCH = [*TINY, "schedule.epochs=1", "schedule.milestones=[]", "logging.tensorboard=false"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("label_histogram.png", "per_label_mae.png", "per_label_mse.png", "rank_correlation.png")
 
@@ -150,18 +151,13 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
+def runs(tmp_path_factory, data_root) -> dict[str, Path]:
     """Two one-epoch runs on the tiny synthetic data: VANILLA and Vanilla + RankSim (trained in parallel)."""
-    from ranksim.config import SyntheticConfig
-    from ranksim.data.synthetic import ensure_synthetic
-
     base = tmp_path_factory.mktemp("evaluate")
-    root = base / "data" / "synthetic"
-    ensure_synthetic(root, SyntheticConfig(num_samples=480, image_size=16))
     procs = {}
     for config in ("vanilla", "ranksim"):
         procs[config] = subprocess.Popen(
-            [sys.executable, "train.py", "-c", f"configs/quickstart/{config}.yaml", *TINY, f"data.root={root}",
+            [sys.executable, "train.py", "-c", f"configs/quickstart/{config}.yaml", *ONE_EPOCH, f"data.root={data_root}",
              f"output_dir={base / config}"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for config, proc in procs.items():
         _, err = proc.communicate(timeout=300)

@@ -19,26 +19,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import train as train_cli  # noqa: E402
-TINY = ["data.synthetic.num_samples=480", "data.synthetic.image_size=16", "data.image_size=16",
-        "data.crop_padding=1", "model.width=4", "optim.batch_size=32", "schedule.epochs=2",
-        "schedule.milestones=[1]", "logging.progress=false", "device=cpu"]
+from tiny import TINY  # noqa: E402
 RUN_FILES = ["config.yaml", "env.json", "train.log", "metrics.jsonl", "results.json",
              "checkpoints/last.pt", "checkpoints/best.pt"]
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory) -> Path:
-    """The tiny synthetic dataset, generated once and shared by every run in this file."""
-    from ranksim.config import SyntheticConfig
-    from ranksim.data.synthetic import ensure_synthetic
-
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    ensure_synthetic(root, SyntheticConfig(num_samples=480, image_size=16))
-    return root
 
 
 def train_args(out: Path, data_root: Path, config: str, *overrides: str) -> list[str]:
