@@ -43,8 +43,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "w8_ranksim": (f"{QS}/ranksim.yaml", [], "the same with RankSim (gamma 100, lambda 2)"),
     "w8_ranksim_center": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true"],
                           "RankSim on batch-centred features: the common component removed"),
-    "w8_ranksim_g0.1": (f"{QS}/ranksim.yaml", ["method.ranksim.gamma=0.1"],
-                        "perturbation lambda*g near the similarity gaps (gamma 0.1)"),
+    "w8_ranksim_center_g10": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=10"],
+                              "centred features, gamma 10"),
+    "w8_ranksim_center_g1": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=1"],
+                             "centred features, gamma 1"),
+    "w8_ranksim_center_g0.1": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=0.1"],
+                               "centred features, gamma 0.1"),
     "w32_vanilla": (f"{QS}/vanilla.yaml", ["model.width=32"], "feature dimension 128"),
     "w32_ranksim": (f"{QS}/ranksim.yaml", ["model.width=32"], "feature dimension 128 with RankSim"),
     "w32_ranksim_center": (f"{QS}/ranksim.yaml", ["model.width=32", "method.ranksim.center_features=true"],
@@ -71,10 +75,19 @@ PROBES: dict[str, dict] = {
     "both_gamma100": dict(task=1.0, ranksim=100.0),
     "both_gamma100_center": dict(task=1.0, ranksim=100.0, center=True),
     "ranksim_only_w32": dict(task=0.0, ranksim=1.0, width=32),
+    "ranksim_only_small_step": dict(task=0.0, ranksim=0.01),  # Adam undoes the scale: only lambda*g shrinks
+    # The paper's models: ResNet-50 (2048-d) at the quick start's 32 px, and the STS-B CPU BiLSTM
+    # on the real STS-B-DIR split (--sts-b-root), batch 16.
+    "r50_task_only": dict(task=1.0, ranksim=0.0, model="resnet50"),
+    "r50_ranksim_only": dict(task=0.0, ranksim=1.0, model="resnet50"),
+    "r50_ranksim_only_center": dict(task=0.0, ranksim=1.0, model="resnet50", center=True),
+    "stsb_task_only": dict(task=1.0, ranksim=0.0, config="configs/sts_b/cpu_vanilla.yaml"),
+    "stsb_ranksim_only": dict(task=0.0, ranksim=1.0, config="configs/sts_b/cpu_vanilla.yaml"),
+    "stsb_ranksim_only_center": dict(task=0.0, ranksim=1.0, config="configs/sts_b/cpu_vanilla.yaml", center=True),
 }
 
 
-def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
+def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str = "data/sts-b-dir") -> list[dict]:
     """Train for ``steps`` steps with the probe's loss; the val diagnostics at 0, every, ..., steps."""
     import torch
     from torch import nn
@@ -86,9 +99,14 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
     from ranksim.models import build_model
     from ranksim.regularizer import batchwise_ranking_regularizer
 
-    p = dict(dict(task=1.0, ranksim=0.0, center=False, optimizer="adam", lr=1e-3, lam=2.0, bn_eval=False, width=8),
-             **PROBES[name])
-    cfg = load_config(REPO / QS / "vanilla.yaml", [f"model.width={p['width']}", f"seed={seed}", "logging.progress=false"])
+    p = dict(dict(task=1.0, ranksim=0.0, center=False, optimizer="adam", lr=1e-3, lam=2.0, bn_eval=False, width=8,
+                  model="resnet_small", config=f"{QS}/vanilla.yaml"), **PROBES[name])
+    overrides = [f"seed={seed}", "logging.progress=false"]
+    if p["config"].startswith(QS):
+        overrides += [f"model.width={p['width']}", f"model.name={p['model']}"]
+    else:
+        overrides += [f"data.root={sts_b_root}"]
+    cfg = load_config(REPO / p["config"], overrides)
     torch.manual_seed(seed)
     data = build_data(cfg)
     model = build_model(cfg, data.binning)
@@ -115,7 +133,8 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
                     if isinstance(m, nn.BatchNorm2d):
                         m.eval()
             pred, z = model(images)
-            loss = p["task"] * (pred - targets).abs().mean()
+            task = (pred - targets / data.target_scale)
+            loss = p["task"] * (task.abs().mean() if cfg.method.loss == "l1" else task.square().mean())
             if p["ranksim"]:
                 loss = loss + p["ranksim"] * batchwise_ranking_regularizer(z, targets, p["lam"], generator,
                                                                            center_features=p["center"])
@@ -131,13 +150,18 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
     return curve
 
 
-def run_probes(out: Path, names: list[str], steps: int, jobs: int) -> str:
+def run_probes(out: Path, names: list[str], steps: int, jobs: int, sts_b_root: str) -> str:
     import torch
 
     torch.set_num_threads(1)
     with ThreadPoolExecutor(jobs) as pool:
-        curves = dict(zip(names, pool.map(lambda n: probe(n, steps, every=max(1, steps // 4)), names)))
-    (out / "probes.json").write_text(json.dumps(curves, indent=1))
+        curves = dict(zip(names, pool.map(lambda n: probe(n, steps, every=max(1, steps // 4), sts_b_root=sts_b_root),
+                                          names)))
+    path = out / "probes.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored.update(curves)
+    path.write_text(json.dumps(stored, indent=1))
+    curves = stored
     keys = ("ranksim_reg", "rank_corr", "cos_mean", "cos_p05", "val_mae")
     lines = ["| probe | settings | " + " | ".join(f"{k} start → end" for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
@@ -145,7 +169,7 @@ def run_probes(out: Path, names: list[str], steps: int, jobs: int) -> str:
         cells = [f"{curve[0][k]:.3f} → {curve[-1][k]:.3f}" for k in keys]
         lines.append(f"| {name} | {PROBES[name]} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (out / "probes.md").write_text(f"{steps} steps of batch 64, seed 0, diagnostics on the validation split\n\n{table}\n")
+    (out / "probes.md").write_text(f"{steps} steps, seed 0, diagnostics on the validation split\n\n{table}\n")
     return table
 
 
@@ -241,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", nargs="*", choices=list(PROBES), default=None,
                         help="instead of train.py runs, short controlled trainings whose loss is switched "
                              "(task only, RankSim only, ...); with no names, all of them")
+    parser.add_argument("--sts-b-root", default="data/sts-b-dir",
+                        help="the prepared STS-B-DIR split for the stsb_* probes (default data/sts-b-dir)")
     parser.add_argument("--probe-steps", type=int, default=165, help="training steps per probe (default 165, 3 epochs)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.probes is not None:
-        print(run_probes(args.out, args.probes or list(PROBES), args.probe_steps, args.jobs))
+        print(run_probes(args.out, args.probes or list(PROBES), args.probe_steps, args.jobs, args.sts_b_root))
         return 0
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
