@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, help="JPEGs generated (default: 8000; --tiny 160)")
     parser.add_argument("--jpeg-size", type=int, help="their side in pixels (default: 224; --tiny 32)")
     parser.add_argument("--train-samples", type=int,
-                        help="data.max_train_samples: training images per epoch (default: 6000; --tiny 64)")
+                        help="data.max_train_samples: training images per epoch (default: 5000; --tiny 64)")
     parser.add_argument("--workers", type=int,
                         help="data.num_workers (default: the config's, at most the CPU count; --tiny 2)")
     parser.add_argument("--recipes", nargs="+", choices=tuple(RECIPES),
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if cuda else "cpu")
     images = args.images or (160 if args.tiny else 8000)
     jpeg_size = args.jpeg_size or (32 if args.tiny else 224)
-    train_samples = args.train_samples or (64 if args.tiny else 6000)
+    train_samples = args.train_samples or (64 if args.tiny else 5000)
     recipes = args.recipes or (["paper", "fast"] if cuda and not args.tiny else ["paper"])
     cpus = os.cpu_count() or 1
     base = load_config(args.config, (TINY_OVERRIDES if args.tiny else []) + list(args.overrides))

@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     header = [f"# Training-step throughput on {name}",
               f"model {args.model} at {args.image_size} px, FDS + RankSim, {args.warmup} warm-up and "
               f"{args.steps} timed steps per side; {described}", ""]
-    record = {"device": name, "cuda": cuda, "torch": torch.__version__, "model": args.model,
+    record = {"device": name, "cuda": cuda, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+              "cudnn": torch.backends.cudnn.version() if cuda else None, "model": args.model,
               "image_size": args.image_size, "steps": args.steps, "warmup": args.warmup,
               "precision": args.precision, "channels_last": cuda, "sides": args.sides,
               "batch_sizes": args.batch_sizes, "rows": [], "complete": False}

@@ -6,7 +6,8 @@
 #
 #   --cpu-tiny   run every step at a tiny size on the CPU (hides any GPU); the default when CUDA
 #                is not available. Its figures only show that the script works: not GPU figures.
-#   --out DIR    where the report goes (default: gpu_check); its previous contents are replaced.
+#   --out DIR    where the report goes (default: the repository's gpu_check/); an earlier report
+#                there is replaced.
 #   --tests P    test paths for step 1 (default: tests)
 #
 # Steps, in order, each under its own time limit (seconds; GPU defaults, override by environment):
@@ -18,13 +19,14 @@
 # A step that fails or runs out of time is reported as such and the next one runs; the limits add
 # up to 500 s, plus at most 5 s each to stop a step that overran.
 set -uo pipefail
+here=$PWD
 cd "$(dirname "$0")/.."
 if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
-out=gpu_check; tiny=0; tests=tests
+out=""; tiny=0; tests=tests; reason="--cpu-tiny was given"
 while [ $# -gt 0 ]; do
   case $1 in
     --cpu-tiny) tiny=1; shift ;;
@@ -34,9 +36,18 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+case $out in
+  "") out="$PWD/gpu_check" ;;   # the repository's gpu_check/ (git ignores it)
+  /*) ;;
+  *) out="$here/$out" ;;        # relative to where the command was typed
+esac
+if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ] && [ ! -f "$out/run.json" ]; then
+  echo "error: $out exists and is not the output of an earlier gpu_check run; choose another --out" >&2
+  exit 2
+fi
 if [ $tiny -eq 0 ] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
   echo "== CUDA is not available: running the tiny CPU size (its figures are NOT GPU figures)"
-  tiny=1
+  tiny=1; reason="no CUDA device was available"
 fi
 if [ $tiny -eq 1 ]; then
   export CUDA_VISIBLE_DEVICES=""   # every step on the CPU, even where a GPU exists
@@ -46,7 +57,7 @@ if [ $tiny -eq 1 ]; then
   t_tests=${GPU_CHECK_T_TESTS:-120}; t_bench=${GPU_CHECK_T_BENCH:-120}
   t_epoch=${GPU_CHECK_T_EPOCH:-180}; t_report=${GPU_CHECK_T_REPORT:-60}
 else
-  mode=gpu
+  mode=gpu; reason=""
   bench=(--device cuda --batch-sizes 64 256)
   epoch=(--device cuda)
   t_tests=${GPU_CHECK_T_TESTS:-80}; t_bench=${GPU_CHECK_T_BENCH:-140}; t_compile=${GPU_CHECK_T_COMPILE:-120}
@@ -56,7 +67,7 @@ fi
 rm -rf "$out"
 mkdir -p "$out/logs"
 start=$(date +%s)
-echo "{\"mode\": \"$mode\", \"started\": $start}" > "$out/run.json"
+echo "{\"mode\": \"$mode\", \"reason\": \"$reason\", \"started\": $start}" > "$out/run.json"
 
 # run_step NAME LIMIT COMMAND...: run under `timeout` (which stops the whole process group, so
 # DataLoader workers and pytest children go too), log to OUT/logs/NAME.log, append a line to

@@ -14,6 +14,7 @@ GPU figures.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -131,20 +132,24 @@ def read_junit(path: Path) -> dict | None:
     return {**counts, "failed_tests": failed, "skip_reasons": skip_reasons}
 
 
-def environment() -> dict:
+def environment(benches: list[dict | None]) -> dict:
+    """Date, versions, GPU and git state. torch is not imported (a second or more on a small CPU):
+    its version comes from the package metadata, and the CUDA details from the benchmarks' JSON."""
     env = {"date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host_cpus": os.cpu_count(),
-           "python": platform.python_version(), "platform": platform.platform()}
+           "python": platform.python_version(), "platform": platform.platform(),
+           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     try:
-        import torch
-        env.update(torch=torch.__version__, torch_cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                   cuda_available=torch.cuda.is_available(), cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"))
-        if torch.cuda.is_available():
-            env["gpu"] = torch.cuda.get_device_name(0)
-            env["gpu_count"] = torch.cuda.device_count()
-            env["gpu_memory_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
-    except Exception as err:  # the report must still be written
-        env["torch_error"] = repr(err)
+        env["torch"] = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        env["torch"] = None
+    for bench in benches:
+        if bench:
+            env["torch"] = bench.get("torch") or env["torch"]  # with its build tag (+cuXXX)
+            env.setdefault("device", bench.get("device"))
+            env.setdefault("cuda", bench.get("cuda"))
+            for key in ("torch_cuda", "cudnn"):
+                if bench.get(key) is not None:
+                    env.setdefault(key, bench[key])
     try:
         smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=10)
@@ -190,16 +195,16 @@ def steps_section(steps: list[dict]) -> list[str]:
     return lines
 
 
-def bench_section(bench: dict | None, title: str, step: str) -> list[str]:
+def bench_section(bench: dict | None, table: Path, title: str, step: str) -> list[str]:
     lines = [f"## {title}", ""]
-    if not bench or not bench.get("rows"):
+    if not bench or not bench.get("rows") or not table.is_file():
         return lines + [f"No figures: step `{step}` did not produce any (see its log).", ""]
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench_train import table_lines  # the benchmark's own table, one definition
+    # The benchmark's own table (bench_train.table_lines), from its markdown file.
+    table_lines = [line for line in table.read_text().splitlines() if line.startswith("|")]
     lines += [f"{bench['device']}, model {bench['model']} at {bench['image_size']} px, FDS + RankSim, "
               f"{bench['warmup']} warm-up and {bench['steps']} timed steps per side, random on-device batches "
               f"(no data loading); ours: {bench['precision']}{', channels_last' if bench['channels_last'] else ''}.",
-              ""] + table_lines(bench["rows"]) + [""]
+              ""] + table_lines + [""]
     if not bench.get("complete"):
         lines += ["*Incomplete: the step stopped before every batch size was measured.*", ""]
     return lines
@@ -293,16 +298,17 @@ def build_report(folder: Path) -> tuple[str, dict]:
     bench = read_json(folder / "bench_train.json")
     compiled = read_json(folder / "bench_compile.json")
     epoch = read_json(folder / "bench_epoch.json")
-    env = environment()
-    on_gpu = run.get("mode") == "gpu" and bool(env.get("cuda_available"))
+    env = environment([bench, compiled, epoch])
+    on_gpu = run.get("mode") == "gpu"  # the script found CUDA available
     elapsed = time.time() - run["started"] if "started" in run else None
 
     lines = ["# GPU check report", ""]
     if on_gpu:
-        lines += [f"**GPU: {env.get('gpu')}**, {env.get('date_utc')}.", ""]
+        gpu = env.get("device") or (env.get("nvidia_smi") or ["unknown GPU"])[0]
+        lines += [f"**GPU: {gpu}**, {env.get('date_utc')}.", ""]
     else:
         lines += ["**NOT GPU FIGURES.** This run was on the CPU at the tiny smoke size "
-                  f"({'no CUDA device was available' if not env.get('cuda_available') else 'GPU hidden by --cpu-tiny'}). "
+                  f"({run.get('reason', 'no CUDA device was available')}). "
                   "Every rate below only shows that the script and its arithmetic work; none of it "
                   "measures or predicts GPU performance.", ""]
     lines += [f"- date: {env.get('date_utc')}; git commit {env.get('git_commit')}"
@@ -327,9 +333,9 @@ def build_report(folder: Path) -> tuple[str, dict]:
             lines.append(f"- FAILED {name}")
         lines.append("")
 
-    lines += bench_section(bench, "Training step: ours vs the authors' recipe", "bench_train")
+    lines += bench_section(bench, folder / "bench_train.md", "Training step: ours vs the authors' recipe", "bench_train")
     if on_gpu:
-        lines += bench_section(compiled, "torch.compile", "bench_compile")
+        lines += bench_section(compiled, folder / "bench_compile.md", "torch.compile", "bench_compile")
         verdict = compile_verdict(compiled)
         if verdict:
             lines += [verdict, ""]
