@@ -54,8 +54,8 @@ if [ $tiny -eq 1 ]; then
   mode=cpu-tiny
   bench=(--device cpu --image-size 16 --width 4 --batch-sizes 16 --steps 2 --warmup 1)
   epoch=(--device cpu --tiny)
-  t_tests=${GPU_CHECK_T_TESTS:-120}; t_bench=${GPU_CHECK_T_BENCH:-120}
-  t_epoch=${GPU_CHECK_T_EPOCH:-180}; t_report=${GPU_CHECK_T_REPORT:-60}
+  t_tests=${GPU_CHECK_T_TESTS:-240}; t_bench=${GPU_CHECK_T_BENCH:-180}
+  t_epoch=${GPU_CHECK_T_EPOCH:-240}; t_report=${GPU_CHECK_T_REPORT:-60}
 else
   mode=gpu; reason=""
   bench=(--device cuda --batch-sizes 64 256)
