@@ -14,6 +14,11 @@ and writes eval_<split>.json next to the checkpoint's run folder. Optionally:
   and the per-label rank correlation of feature and label similarity (what RankSim optimises);
 - ``--compare RUN ...``: the per-label curves of other runs on the same axes (implies ``--plots``).
 
+Checkpoints are read with ``torch.load(weights_only=True)``: a file holding anything beyond
+tensors and plain types is refused (exit 2) unless ``--trust-checkpoint`` is given, which is only
+for files you trust. The authors' released checkpoints are converted first
+(``python -m ranksim.convert authors --help``).
+
 The computations live in ``ranksim/analysis.py``.
 """
 
@@ -24,6 +29,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from ranksim.runs import TRUST_HELP
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="dtype of the saved features (float16 halves the file; default float32)")
     parser.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
                         help="other run folders (same dataset and split) drawn on the same axes; implies --plots")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return parser.parse_args(argv)
 
 
@@ -66,12 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("ranksim")
     plots = args.plots or bool(args.compare)
     try:
-        run = load_run(args.target, args.device, args.data_root)
+        run = load_run(args.target, args.device, args.data_root, trust=args.trust_checkpoint)
         features_path = run.run_dir / f"features_{args.split}.npz"
         outputs = run.outputs(args.split, with_features=plots or args.save_features,
                               reuse=features_path if plots and not args.save_features else None)
         metrics = region_metrics(outputs.preds, outputs.labels, run.data, run.cfg)
-        others = [load_compare_run(path, run, args.split, args.device, args.data_root) for path in args.compare]
+        others = [load_compare_run(path, run, args.split, args.device, args.data_root, trust=args.trust_checkpoint)
+                  for path in args.compare]
     except UserError as err:
         log.error("%s", err)
         return UserError.exit_code
