@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ranksim.analysis import (legend_labels, load_compare_run, load_run, per_label_table, write_per_label_csv,
                                   save_features, write_plots)
-    from ranksim.engine import region_metrics
+    from ranksim.convert import is_converted_run
+    from ranksim.engine import region_metrics, selection_metric
     from ranksim.errors import UserError
     from ranksim.report import region_table
     from ranksim.runs import setup_logging
@@ -90,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{run.cfg.name}: {args.split} split, checkpoint epoch {run.checkpoint.get('epoch')}")
     print(region_table(metrics))
     log.info("written %s", output)
+    if args.split == "test" and args.target.is_dir() and is_converted_run(run.run_dir):
+        # A converted run (python -m ranksim.convert) was never trained: its test metrics are its
+        # results, in train.py's layout, so that scripts/collect_results.py lists it.
+        results = {"name": run.cfg.name, "split": "test", "best_epoch": run.checkpoint.get("epoch"),
+                   "select_by": selection_metric(run.cfg), "metrics": metrics,
+                   "converted_from": run.checkpoint.get("converted_from")}
+        (run.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info("written %s", run.run_dir / "results.json")
     if args.save_features:
         path = save_features(features_path, outputs, args.split, run.checkpoint_id, args.features_dtype)
         log.info("written %s", path)
