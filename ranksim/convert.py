@@ -201,12 +201,8 @@ def map_keys(state: dict, name: str) -> tuple[dict, list[str], list[tuple[str, s
     return mapped, unknown, refused
 
 
-def check_against_model(mapped: dict, expected: dict, cfg, source: Path) -> dict:
-    """Compare the mapped state with our model's; return it with FDS buffers in our shape and dtype.
-
-    ``expected`` is our model's ``state_dict()``. Raises a ``UserError`` naming the first
-    differences and what the config expected.
-    """
+def check_against_config(mapped: dict, cfg, source: Path, vocab_size: int = 0) -> None:
+    """The checks that need only the config (and, for STS-B, our vocabulary size), before any model is built."""
     has_fds = any(k.startswith(FDS_OURS) for k in mapped)
     if has_fds and not cfg.method.fds.enabled:
         raise UserError(f"{source}: the checkpoint has FDS buffers ({FDS_THEIRS}running_mean, ...) but the config has "
@@ -214,14 +210,22 @@ def check_against_model(mapped: dict, expected: dict, cfg, source: Path) -> dict
     if cfg.method.fds.enabled and not has_fds:
         raise UserError(f"{source}: the config enables FDS (method.fds.enabled: true) but the checkpoint has no FDS "
                         "buffers; use the config of the row without FDS")
-    if "embedding.weight" in mapped and "embedding.weight" in expected:
-        theirs, ours = mapped["embedding.weight"].shape[0], expected["embedding.weight"].shape[0]
+    if "embedding.weight" in mapped and vocab_size:
+        theirs, ours = mapped["embedding.weight"].shape[0], vocab_size
         if theirs != ours:
             raise UserError(
                 f"{source}: the checkpoint's word embedding has {theirs} rows but our vocabulary has {ours} words "
                 f"(built from the split files in data.root={cfg.data.root} with data.max_vocab={cfg.data.max_vocab}, "
                 f"data.max_seq_len={cfg.data.max_seq_len}); the rows would pair with the wrong words, so the "
                 "checkpoint is refused: use the authors' STS-B-DIR split files (python -m ranksim.data.prepare sts_b)")
+
+
+def check_against_model(mapped: dict, expected: dict, source: Path) -> dict:
+    """Compare the mapped state with our model's; return it with FDS buffers in our shape and dtype.
+
+    ``expected`` is our model's ``state_dict()``. Raises a ``UserError`` naming the first
+    differences and the config settings they depend on.
+    """
     missing = [k for k in expected if k not in mapped]
     unexpected = [k for k in mapped if k not in expected]
     if missing or unexpected:
@@ -233,12 +237,12 @@ def check_against_model(mapped: dict, expected: dict, cfg, source: Path) -> dict
         raise UserError(f"{source} does not match the config's model: {'; '.join(parts)}; "
                         f"these depend on {_hint(unexpected + missing)}")
     out, wrong = {}, []
-    for key, ours in expected.items():
-        theirs = mapped[key]
+    for key, ours in expected.items():  # in our order
+        theirs = mapped[key].detach().cpu()
         if tuple(theirs.shape) == tuple(ours.shape):
-            out[key] = theirs.to(ours.dtype)
+            out[key] = theirs.to(ours.dtype).contiguous()
         elif key.startswith(FDS_OURS) and theirs.numel() == ours.numel():
-            out[key] = theirs.reshape(ours.shape).to(ours.dtype)
+            out[key] = theirs.reshape(ours.shape).to(ours.dtype).contiguous()
         else:
             wrong.append(f"{key} {tuple(theirs.shape)} vs {tuple(ours.shape)}")
     if wrong:
@@ -293,13 +297,16 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
         from ranksim.data.sts_b import load_splits_tokenised, vocab_for_splits
         d = cfg.data
         vocab_size = len(vocab_for_splits(load_splits_tokenised(d.root, d.max_seq_len), d.max_vocab))
-    model = build_model(cfg, "sts_b" if name == "sts_b" else "age", vocab_size)
-    weights = check_against_model(mapped, model.state_dict(), cfg, source)
-    model.load_state_dict(weights, strict=True)
+    check_against_config(mapped, cfg, source, vocab_size)
+    # Our model's keys, shapes and dtypes, from a model built on the meta device (no memory, no
+    # initialisation); the weights themselves are the authors'. evaluate.py then loads them strictly.
+    with torch.device("meta"):
+        expected = build_model(cfg, "sts_b" if name == "sts_b" else "age", vocab_size).state_dict()
+    weights = check_against_model(mapped, expected, source)
     epoch = meta.get("epoch")
     record = {"path": str(source.resolve()), "sha256": sha256(source), "bytes": source.stat().st_size,
               "layout": name, "metadata": meta}
-    checkpoint = {"model": model.state_dict(), "config": to_dict(cfg), "epoch": epoch if isinstance(epoch, int) else None,
+    checkpoint = {"model": weights, "config": to_dict(cfg), "epoch": epoch if isinstance(epoch, int) else None,
                   "step": None, "converted_from": record}
     (out / "checkpoints").mkdir(parents=True)
     dump(cfg, out / "config.yaml")
@@ -360,7 +367,13 @@ def main(argv: list[str] | None = None) -> int:
     authors.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     authors.add_argument("overrides", nargs="*", metavar="key=value",
                          help="config overrides, e.g. data.root=PATH (needed for STS-B: the vocabulary is rebuilt)")
-    args = parser.parse_args(argv)
+    # key=value overrides go at the end, after the options; argparse would not take them there
+    # after a positional, so they are collected from the leftovers.
+    args, rest = parser.parse_known_args(argv)
+    bad = [r for r in rest if r.startswith("-") or "=" not in r]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.overrides = [*args.overrides, *rest]
     setup_logging()
     try:
         convert_authors(args.checkpoint, args.config, args.out, args.overrides, args.trust_checkpoint)
