@@ -161,7 +161,7 @@ def age(tmp_path_factory, data_root):
     return tmp, overrides, cfg, model, source
 
 
-def test_age_round_trip_equals_our_model(age):
+def test_age_round_trip_equals_our_model(age, capsys):
     tmp, overrides, cfg, model, source = age
     run = tmp / "runs" / "fds"
     assert convert_main(source, AGE_CONFIG, run, *overrides) == 0
@@ -172,7 +172,10 @@ def test_age_round_trip_equals_our_model(age):
     assert results["metrics"]["all"]["count"] > 0 and results["best_epoch"] == 42
     import collect_results
 
+    capsys.readouterr()
     assert collect_results.main([str(tmp / "runs")]) == 0
+    table = capsys.readouterr().out
+    assert "| FDS | 1 |" in table and "Runs without results" not in table, table
 
 
 @pytest.fixture(scope="module")
