@@ -129,6 +129,7 @@ def test_malicious_pickle_is_refused_by_evaluate(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol 4")  # torch notes the plain pickle's protocol
 def test_plain_pickle_payload_is_refused(tmp_path):
     """A file written by pickle.dump (not torch.save) with the same payload: refused, not run."""
     marker = tmp_path / "marker"
