@@ -181,10 +181,13 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def load_rrt_stage1(model: nn.Module, cfg: Config) -> None:
-    """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder."""
+def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = False) -> None:
+    """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder.
+
+    ``trust_checkpoint`` (train.py --trust-checkpoint) allows full unpickling of the stage-1 file.
+    """
     source = Path(cfg.method.rrt.stage1)
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source, trust=trust_checkpoint)
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
     load_state_strict(model, {**state, **fresh}, source)
@@ -201,7 +204,8 @@ class Trainer:
     Only the main process writes files and TensorBoard.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, device: torch.device, writer=None):
+    def __init__(self, cfg: Config, run_dir: Path, device: torch.device, writer=None,
+                 trust_checkpoint: bool = False):
         self.cfg, self.run_dir, self.device, self.writer = cfg, run_dir, device, writer
         self.main = is_main_process()
         seed_everything(cfg.seed)
@@ -210,7 +214,7 @@ class Trainer:
         if cfg.model.channels_last and device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
         if cfg.method.rrt.enabled:
-            load_rrt_stage1(self.module, cfg)
+            load_rrt_stage1(self.module, cfg, trust_checkpoint)
         self.fds = getattr(getattr(self.module, "head", None), "fds", None)
         self.model = torch.compile(self.module) if cfg.model.compile else self.module
         if get_world_size() > 1:
@@ -494,17 +498,22 @@ def _per_label_figure(preds, labels, data: DataBundle):
                                   data.train_labels, data.binning)
 
 
-def run_training(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False) -> dict:
-    """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results."""
+def run_training(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False,
+                 trust_checkpoint: bool = False) -> dict:
+    """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results.
+
+    ``trust_checkpoint`` (train.py --trust-checkpoint) lets ``last.pt`` and the RRT stage-1
+    checkpoint be read with full unpickling; otherwise they are read with ``weights_only=True``.
+    """
     writer = None
     if cfg.logging.tensorboard and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir))
     try:
-        trainer = Trainer(cfg, run_dir, device, writer)
+        trainer = Trainer(cfg, run_dir, device, writer, trust_checkpoint=trust_checkpoint)
         if resume:
             last = run_dir / "checkpoints" / "last.pt"
-            trainer.restore(load_checkpoint(last), last)
+            trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)
             logger.info("resuming %s at epoch %d", run_dir, trainer.state.epoch)
         trainer.fit()
         results = trainer.test()
