@@ -13,6 +13,9 @@ ages), with L1 loss and Adam, for a fixed number of steps after a warm-up:
   by a loop over labels (de-duplication) and rows (one blackbox ranking per row), as in
   benchmarks/bench_ops.py.
 
+``--conr`` instead compares our step with ConR off and on (SPEC 9.2: one extra forward pass of
+the 2B augmented views, without FDS smoothing, plus the ConR term with beta 4), the rest as above.
+
 Data loading is excluded on purpose (benchmarks/bench_loading.py measures it), so the numbers are
 what the model step allows. Prints images/s, peak GPU memory and the ratio, and writes the table
 to ``--output`` when given. The two sides alternate step by step within each configuration, so
@@ -37,6 +40,7 @@ from bench_ops import agedb_like_ages, loop_ranksim, loop_smooth  # noqa: E402
 
 from ranksim.fds import FDS  # noqa: E402
 from ranksim.models.resnet import resnet50_regressor, small_resnet_regressor  # noqa: E402
+from ranksim.conr import conr_loss  # noqa: E402
 from ranksim.regularizer import batchwise_ranking_regularizer  # noqa: E402
 
 GAMMA, LAMBDA = 100.0, 2.0
@@ -100,17 +104,37 @@ class AuthorsRecipe:
         self.optimizer.step()
 
 
+class OursConR(Ours):
+    """Our step with ConR: the same step plus the extra pass of 2B views and beta * ConR."""
+
+    def step(self, images, targets):
+        views = torch.cat([images.flip(3), images.flip(2)])  # stand-ins for two random augmentations
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            pred, features = self.model(images, targets, epoch=3)
+            view_pred, view_features = self.model(views)
+        loss = (F.l1_loss(pred.float(), targets)
+                + GAMMA * batchwise_ranking_regularizer(features.float(), targets, LAMBDA, generator=self.generator)
+                + 4.0 * conr_loss(view_features.float(), targets.repeat(2, 1), view_pred.detach().float()))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def measure(args, device: torch.device, batch: int) -> dict:
+def measure(args, device: torch.device, batch: int, sides: dict | None = None) -> dict:
     rng = np.random.default_rng(batch)
     images = torch.randn(batch, 3, args.image_size, args.image_size, device=device)
     targets = agedb_like_ages(batch, rng).float().reshape(-1, 1).to(device)
     result = {}
-    sides = {"ours": Ours(args, device), "authors": AuthorsRecipe(args, device)}
+    sides = sides or {"ours": Ours(args, device), "authors": AuthorsRecipe(args, device)}
     for side in sides.values():
         for _ in range(args.warmup):
             side.step(images, targets)
@@ -148,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                         help="our side's autocast (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--output", type=Path, help="also write the table (markdown) to this file")
+    parser.add_argument("--conr", action="store_true", help="compare our step with ConR off and on instead")
     args = parser.parse_args(argv)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
@@ -160,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
+    if args.conr:
+        return conr_throughput(args, device, name)
     lines = [f"# Training-step throughput on {name}",
              f"model {args.model} at {args.image_size} px, FDS + RankSim, {args.steps} timed steps per side; "
              f"ours: {args.precision}{', channels_last' if cuda else ''}; authors' recipe: fp32, per-label FDS, per-row RankSim",
@@ -174,6 +201,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"{gib(r['ours']['peak_gib'])} | {gib(r['authors']['peak_gib'])} |")
         lines.append(line)
         print(line, flush=True)
+    if args.output:
+        args.output.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+def conr_throughput(args, device: torch.device, name: str) -> int:
+    """Our step (FDS + RankSim) with ConR off and on: images/s of the ordinary batch."""
+    lines = [f"# Training-step throughput with ConR on {name}",
+             f"model {args.model} at {args.image_size} px, FDS + RankSim, {args.steps} timed steps per side, "
+             f"{args.precision}; ConR on adds the forward pass of 2B views and the ConR term",
+             "", "| batch | ConR off img/s | ConR on img/s | on/off |", "|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for batch in args.batch_sizes:
+        r = measure(args, device, batch, {"off": Ours(args, device), "on": OursConR(args, device)})
+        off, on = r["off"]["images_per_s"], r["on"]["images_per_s"]
+        lines.append(f"| {batch} | {off:.1f} | {on:.1f} | {on / off:.2f}x |")
+        print(lines[-1], flush=True)
     if args.output:
         args.output.write_text("\n".join(lines) + "\n")
     return 0
