@@ -18,6 +18,8 @@ import yaml
 
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
+# Balanced MSE's balanced metric (SPEC 9.1), shown after the headline when the runs report it.
+BALANCED = {"age": (("bmae", 1.0),), "sts_b": (("bmse", 1.0),)}
 
 
 def _cell(value, scale: float = 1.0, digits: int = 3) -> str:
@@ -26,14 +28,14 @@ def _cell(value, scale: float = 1.0, digits: int = 3) -> str:
 
 def region_table(metrics: dict) -> str:
     """All metrics of one run, one row per shot region."""
-    names = ("count", "mse", "mae", "gm", "pearson", "spearman")
+    names = ("count", "mse", "mae", "gm", "pearson", "spearman", "bmse", "bmae")
     lines = [f"{'region':<8}" + "".join(f"{n:>10}" for n in names)]
     for region in REGIONS:
         values = metrics.get(region)
         if values is None:
             lines.append(f"{region:<8}" + f"{'0':>10}" + "".join(f"{'-':>10}" for _ in names[1:]))
             continue
-        cells = [str(values["count"])] + [_cell(values[n]) for n in names[1:]]
+        cells = [str(values["count"])] + [_cell(values.get(n)) for n in names[1:]]
         lines.append(f"{region:<8}" + "".join(f"{c:>10}" for c in cells))
     return "\n".join(lines)
 
@@ -124,10 +126,11 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 def collect(runs: list[Run], dataset: str, reference: dict | None = None) -> dict:
     """Group finished runs by row (mean and std over seeds) in paper order, with the authors' numbers."""
     binning = "sts_b" if dataset == "sts_b" else "age"
-    headline = HEADLINE[binning]
     reference = reference_numbers(dataset) if reference is None else reference
     chosen = [r for r in runs if r.dataset == dataset]
     finished = [r for r in chosen if r.metrics]
+    headline = HEADLINE[binning] + tuple(h for h in BALANCED[binning]
+                                         if any((r.metrics.get("all") or {}).get(h[0]) is not None for r in finished))
     rows = []
     titles = {r.name: r.title for r in finished}
     for name in sorted(titles, key=lambda n: _row_key(titles[n]) + (n,)):
@@ -159,7 +162,7 @@ def _format_cell(cell: dict, digits: int) -> str:
 def render(table: dict, fmt: str = "markdown") -> str:
     """The collected table as markdown, csv or latex; unfinished and failed runs listed below."""
     # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.
-    places = {"mse": 3, "pearson": 1}
+    places = {"mse": 3, "bmse": 3, "pearson": 1}
     digit_of = {c: places.get(c[0], 2) for c in ((m, r) for m, _ in table["headline"] for r in REGIONS)}
     columns = [(metric, region) for metric, _ in table["headline"] for region in REGIONS]
     labels = [f"{m.upper()}{' x100' if scale != 1 else ''} {r}" for m, scale in table["headline"] for r in REGIONS]
