@@ -153,6 +153,9 @@ class LoggingConfig:
     log_every_iters: int = 50    # TensorBoard training scalars every N iterations
     progress: bool = True        # tqdm bars; off in CI logs
     max_loss: float = 1e6        # a loss above this (or NaN/inf) stops the run: the model has diverged
+    # Config keys (dotted) added to TensorBoard's hparams, so that its HParams tab compares the
+    # points of an ablation; scripts/sweep.py sets it to the swept keys.
+    hparams: list[str] = field(default_factory=list)  # see above
 
 
 @dataclass
@@ -351,6 +354,9 @@ def validate(cfg: Config) -> None:
             raise UserError(f"'{key}' is {ks}; the kernel size must be a positive odd number (the paper uses 5)")
     if cfg.method.rrt.enabled and not cfg.method.rrt.stage1:
         raise UserError("method.rrt.enabled needs method.rrt.stage1=RUN_DIR, the finished stage-1 run to re-train the regressor of")
+    for key in cfg.logging.hparams:
+        if key not in all_keys() or dataclasses.is_dataclass(get_key(cfg, key)):
+            raise UserError(f"logging.hparams names '{key}', which is not a config value{_suggest(key)}")
     if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise UserError(f"'device' is {cfg.device!r}; valid values: auto, cpu, cuda, cuda:N")
     positive = ("optim.lr", "optim.batch_size", "schedule.epochs", "data.image_size")

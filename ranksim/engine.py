@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from ranksim.config import Config, config_from_dict, to_dict
+from ranksim.config import Config, config_from_dict, get_key, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.distributed import (all_reduce_sum, barrier, gather_shards, get_rank, get_world_size,
                                  is_main_process, shard_indices)
@@ -484,6 +484,9 @@ def _log_hparams(writer, cfg: Config, results: dict) -> None:
     hparams = {"reweight": m.reweight, "lds": m.lds.enabled, "fds": m.fds.enabled, "ranksim": m.ranksim.enabled,
                "rrt": m.rrt.enabled, "loss": m.loss, "lr": cfg.optim.lr, "batch_size": cfg.optim.batch_size,
                "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0}
+    for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
+        value = get_key(cfg, key)
+        hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     final = {f"hparam/{region}_{name}": v for region, values in results["metrics"].items() if values
              for name, v in values.items() if name in ("mae", "mse", "gm", "pearson") and v is not None}
     writer.add_hparams(hparams, final, run_name=".")
