@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ TITLE_ORDER = ["vanilla", "sqinv", "inv", "sqinv + lds", "inv + lds", "fds", "sq
                "inv + lds + fds", "focal-r", "focal-r + lds", "focal-r + fds", "focal-r + lds + fds",
                "rrt", "rrt + lds", "rrt + fds", "rrt + lds + fds"]
 RANKSIM_SUFFIX = " + ranksim"
+STALE = re.compile(r"\.stale\d+$")  # runs moved aside by ranksim.sweep.run_points(rerun_stale=True)
 
 
 @dataclass
@@ -92,6 +94,8 @@ def discover_runs(runs_dir: Path) -> list[Run]:
     runs = []
     for config_path in sorted(Path(runs_dir).rglob("config.yaml")):
         run_dir = config_path.parent
+        if any(STALE.search(part) for part in run_dir.relative_to(runs_dir).parts):
+            continue  # set aside by --rerun-stale of the reproduce and sweep scripts
         cfg = yaml.safe_load(config_path.read_text())
         results_path = run_dir / "results.json"
         metrics = json.loads(results_path.read_text())["metrics"] if results_path.is_file() else None

@@ -303,7 +303,7 @@ def _wait_one(running: dict, done: dict) -> None:
                 done[point.name] = Outcome(point, "failed", _failure_detail(point, code))
                 logger.info("== %s: FAILED: %s", point.name, done[point.name].detail)
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def report_failures(outcomes: Iterable[Outcome], what: str = "points") -> int:
