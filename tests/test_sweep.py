@@ -301,3 +301,22 @@ def test_reproduce_script_with_real_training(tmp_path, data_root):
     assert "2 rows failed: vanilla_ranksim, rrt_ranksim" in proc.stdout
     assert (runs / "vanilla" / "seed0" / "results.json").is_file()
     assert (runs / "rrt" / "seed0" / "results.json").is_file()
+
+
+def test_swept_keys_are_logged_as_tensorboard_hparams():
+    from ranksim.engine import _log_hparams
+
+    class Writer:
+        def add_hparams(self, hparams, metrics, run_name):
+            self.hparams, self.metrics = hparams, metrics
+    cfg = load_config(RANKSIM, ["method.ranksim.gamma=10", "seed=2",
+                                "logging.hparams=[method.ranksim.gamma,seed,schedule.milestones]"])
+    writer = Writer()
+    _log_hparams(writer, cfg, {"metrics": {"all": {"mae": 1.5, "count": 3}, "medium": None}})
+    assert (writer.hparams["method.ranksim.gamma"], writer.hparams["seed"]) == (10.0, 2)
+    assert writer.hparams["schedule.milestones"] == "[7, 9]"  # lists as text: TensorBoard takes scalars only
+    assert writer.metrics == {"hparam/all_mae": 1.5}
+    with pytest.raises(UserError, match="not a config value; did you mean 'method.ranksim.gamma'"):
+        load_config(RANKSIM, ["logging.hparams=[method.ranksim.gama]"])
+    with pytest.raises(UserError, match="'method.ranksim', which is not a config value"):
+        load_config(RANKSIM, ["logging.hparams=[method.ranksim]"])
