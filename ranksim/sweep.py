@@ -242,6 +242,8 @@ def run_points(points: Sequence[Point], train: Sequence[str] | None = None, jobs
                     running[started[0]] = (point, started[1], started[2])
             if running:
                 _wait_one(running, done)
+            elif pending and all(any(n in names and n not in done for n in p.needs) for p in pending):
+                raise UserError(f"the points {', '.join(p.name for p in pending)} need each other; none can start")
     except KeyboardInterrupt:
         for proc in running:
             proc.terminate()
@@ -422,5 +424,5 @@ def sweep(config: str | Path, grid: dict[str, Sequence[Any]], overrides: Sequenc
     folders = {p.out.resolve() for p in points}
     runs = [r for r in discover_runs(out) if r.path.resolve() in folders]
     columns = [k for k, values in grid.items() if len(values) > 1 and k != "seed"]
-    dataset = load_config(config, list(overrides)).data.dataset
+    dataset = load_config(config, points[0].overrides).data.dataset
     return outcomes, render(collect(runs, dataset, columns=columns), "markdown")

@@ -320,3 +320,9 @@ def test_swept_keys_are_logged_as_tensorboard_hparams():
         load_config(RANKSIM, ["logging.hparams=[method.ranksim.gama]"])
     with pytest.raises(UserError, match="'method.ranksim', which is not a config value"):
         load_config(RANKSIM, ["logging.hparams=[method.ranksim]"])
+
+
+def test_points_that_need_each_other_are_an_error(tmp_path):
+    points = [Point("a", RANKSIM, [], tmp_path / "a", ["b"]), Point("b", RANKSIM, [], tmp_path / "b", ["a"])]
+    with pytest.raises(UserError, match="need each other"):
+        run_points(points, train=FAKE)
