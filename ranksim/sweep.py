@@ -9,8 +9,9 @@ Both halves live here because the collector and the scripts that launch runs mus
 * :func:`run_points`: run a list of :class:`Point` through ``train.py``, one run folder each. A
   point whose folder holds ``results.json`` is skipped, one with ``checkpoints/last.pt`` is
   resumed, and one whose folder holds a run of another config is refused (or, with
-  ``rerun_stale``, moved aside and rerun). A failed point does not stop the others; the points
-  that need it (RRT stage 2 needs its stage 1) are not started.
+  ``rerun_stale``, moved aside and rerun). A point is moved aside and rerun when a point it needs
+  (RRT stage 2 needs its stage 1) was run again. A failed point does not stop the others; the
+  points that need it are not started.
 * :func:`grid_points` and :func:`sweep`: the Cartesian grid of ``key=v1,v2`` values that
   ``scripts/sweep.py`` runs, also usable from Python::
 
@@ -263,7 +264,7 @@ def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dr
             reason = _stale_reason(point, rerun_needs)
         except UserError as err:
             reason = f"its config cannot be resolved: {err}"
-        if reason and not rerun_stale:
+        if reason and not rerun_stale and not rerun_needs:
             detail = (f"{out} holds a run of another config ({reason}); move it away, or pass --rerun-stale "
                       "to move it aside and run again")
             logger.info("== %s: stale, not rerun: %s", point.name, detail)

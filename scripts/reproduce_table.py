@@ -13,7 +13,7 @@ the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) pas
   but only if the folder's config.yaml matches the row's config now (operational keys such as
   device and workers aside; see ranksim.sweep.OPERATIONAL_KEYS). A row whose config has changed
   is refused with the differences; --rerun-stale moves its folder to <folder>.staleN and reruns
-  it. An RRT row whose stage 1 was run again is treated the same way.
+  it. An RRT row whose stage 1 was run again is moved aside and rerun too.
 - A failed row does not stop the others; the rows that load it are not started. The script ends
   with status 1 and the list of failed rows.
 """
@@ -47,12 +47,16 @@ def table_rows(folder: Path) -> list[str]:
     return sorted(stems, key=lambda s: (order.index(s) if s in order else len(order), s))
 
 
+USAGE = ("reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale] [--runs DIR] "
+         "[-- key=value ...]")
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     extra = []
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(prog="reproduce_table.sh", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(usage=USAGE, description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a folder under configs/ (agedb, imdb_wiki, sts_b) or a folder of row configs")
     parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")

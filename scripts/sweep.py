@@ -32,12 +32,15 @@ from ranksim.errors import UserError  # noqa: E402
 from ranksim.sweep import parse_grid, report_failures, sweep  # noqa: E402
 
 
+USAGE = "sweep.py -c CONFIG KEY=V1,V2 [KEY=...] [--out DIR] [--jobs N] [--dry-run] [--rerun-stale] [-- key=value ...]"
+
+
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     overrides = []
     if "--" in argv:
         cut = argv.index("--")
         argv, overrides = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+    parser = argparse.ArgumentParser(usage=USAGE, description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", type=Path, required=True, help="YAML config file (see configs/)")
     parser.add_argument("grid", nargs="+", metavar="KEY=V1,V2", help="swept keys and their values")

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ranksim.config import dump, load_config, to_dict
 from ranksim.errors import UserError
@@ -194,9 +193,15 @@ def test_a_point_is_rerun_when_a_point_it_needs_was(tmp_path, calls):
     def point(name, lr, needs=()):
         return Point(name, RANKSIM, [f"optim.lr={lr}", f"output_dir={tmp_path / name}"], tmp_path / name, list(needs))
     run_points([point("a", 1e-3), point("b", 1e-3, ["a"])], train=FAKE)
+    (tmp_path / "a").rename(tmp_path / "a-deleted")  # stage 1 gone: it runs again, and so does b
+    outcomes = run_points([point("a", 1e-3), point("b", 1e-3, ["a"])], train=FAKE)
+    assert [o.status for o in outcomes] == ["ran", "ran"]
+    assert (tmp_path / "b.stale1" / "results.json").is_file()
+    outcomes = run_points([point("a", 2e-3), point("b", 1e-3, ["a"])], train=FAKE)  # a changed: refused
+    assert [o.status for o in outcomes] == ["stale", "blocked"]
     outcomes = run_points([point("a", 2e-3), point("b", 1e-3, ["a"])], train=FAKE, rerun_stale=True)
     assert [o.status for o in outcomes] == ["ran", "ran"]
-    assert (tmp_path / "b.stale1").is_dir()
+    assert (tmp_path / "b.stale2").is_dir()
     outcomes = run_points([point("a", 2e-3), point("b", 1e-3, ["a"])], train=FAKE)
     assert [o.status for o in outcomes] == ["finished", "finished"]
 
