@@ -140,12 +140,15 @@ def differences(old: dict, new: dict) -> list[str]:
             for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
 
 
-def last_error(run_dir: Path) -> str | None:
-    """The last ERROR line of a run's ``train.log``, without its time stamp."""
+def last_error(run_dir: Path, since: int = 0) -> str | None:
+    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
     log = Path(run_dir) / "train.log"
     if not log.is_file():
         return None
-    errors = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    errors = [line for line in text.splitlines() if " ERROR " in line]
     return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
 
 
@@ -165,7 +168,8 @@ class Point:
 @dataclass
 class Outcome:
     point: Point
-    status: str                # finished (already done, skipped) | ran | resumed | planned (dry run) | failed | stale | blocked
+    # finished (done before, skipped) | ran | resumed | planned (dry run) | failed | stale | blocked
+    status: str
     detail: str = ""
 
     @property
@@ -201,8 +205,8 @@ def _move_aside(out: Path) -> Path:
     return target
 
 
-def _failure_detail(point: Point, returncode: int) -> str:
-    error = last_error(point.out) if returncode != 130 else "interrupted"
+def _failure_detail(point: Point, returncode: int, log_size: int) -> str:
+    error = last_error(point.out, since=log_size) if returncode != 130 else "interrupted"
     return error or f"train.py exited with status {returncode} (see {point.out}/console.log or the output above)"
 
 
@@ -219,7 +223,7 @@ def run_points(points: Sequence[Point], train: Sequence[str] | None = None, jobs
     if len(names) != len(points):
         raise UserError("two points of one grid have the same name; each needs its own run folder")
     pending = list(points)
-    running: dict[subprocess.Popen, tuple[Point, str, Any]] = {}
+    running: dict[subprocess.Popen, tuple] = {}  # process -> (point, status, console log, train.log size)
     done: dict[str, Outcome] = {}
     try:
         while pending or running:
@@ -240,7 +244,7 @@ def run_points(points: Sequence[Point], train: Sequence[str] | None = None, jobs
                 if isinstance(started, Outcome):
                     done[point.name] = started
                 else:
-                    running[started[0]] = (point, started[1], started[2])
+                    running[started[0]] = (point, *started[1:])
             if running:
                 _wait_one(running, done)
             elif pending and all(any(n in names and n not in done for n in p.needs) for p in pending):
@@ -255,7 +259,7 @@ def run_points(points: Sequence[Point], train: Sequence[str] | None = None, jobs
 
 
 def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dry_run: bool, rerun_stale: bool):
-    """Skip, refuse or launch one point: an :class:`Outcome`, or ``(process, status, log file)``."""
+    """Skip, refuse or launch one point: an :class:`Outcome`, or ``(process, status, console log, train.log size)``."""
     out = point.out
     command = train + ["-c", str(point.config), *point.overrides]
     status = "ran"
@@ -285,13 +289,15 @@ def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dr
     if jobs > 1:
         out.mkdir(parents=True, exist_ok=True)
         log_file = open(out / "console.log", "a")
+    log = out / "train.log"
+    log_size = log.stat().st_size if log.is_file() else 0  # the errors after it are this run's
     proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
-    return proc, status, log_file
+    return proc, status, log_file, log_size
 
 
 def _wait_one(running: dict, done: dict) -> None:
     while True:
-        for proc, (point, status, log_file) in list(running.items()):
+        for proc, (point, status, log_file, log_size) in list(running.items()):
             code = proc.poll()
             if code is None:
                 continue
@@ -303,7 +309,7 @@ def _wait_one(running: dict, done: dict) -> None:
                 if len(running) or log_file is not None:
                     logger.info("== %s: done", point.name)
             else:
-                done[point.name] = Outcome(point, "failed", _failure_detail(point, code))
+                done[point.name] = Outcome(point, "failed", _failure_detail(point, code, log_size))
                 logger.info("== %s: FAILED: %s", point.name, done[point.name].detail)
             return
         time.sleep(0.1)
