@@ -10,4 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+command -v "$PY" > /dev/null || { echo "error: no Python at $PY; run 'make setup' or set PY=/path/to/python" >&2; exit 2; }
 exec "$PY" scripts/reproduce_table.py "$@"
