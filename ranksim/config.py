@@ -184,6 +184,9 @@ class LoggingConfig:
     # pairwise cosine mean/5th percentile, the RankSim regularizer on fixed batches, rank correlation.
     diagnostics: bool = True     # cheap (one n x n similarity matrix); shows a collapse of the features
     diagnostic_samples: int = 2000  # fixed random subset of the split they are measured on; larger costs O(n^2)
+    # Config keys (dotted) added to TensorBoard's hparams, so that its HParams tab compares the
+    # points of an ablation; scripts/sweep.py sets it to the swept keys.
+    hparams: list[str] = field(default_factory=list)  # see above
 
 
 @dataclass
@@ -383,6 +386,9 @@ def validate(cfg: Config) -> None:
             raise UserError(f"'{key}' is {ks}; the kernel size must be a positive odd number (the paper uses 5)")
     if cfg.method.rrt.enabled and not cfg.method.rrt.stage1:
         raise UserError("method.rrt.enabled needs method.rrt.stage1=RUN_DIR, the finished stage-1 run to re-train the regressor of")
+    for key in cfg.logging.hparams:
+        if key not in all_keys() or dataclasses.is_dataclass(get_key(cfg, key)):
+            raise UserError(f"logging.hparams names '{key}', which is not a config value{_suggest(key)}")
     if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise UserError(f"'device' is {cfg.device!r}; valid values: auto, cpu, cuda, cuda:N")
     positive = ("optim.lr", "optim.batch_size", "schedule.epochs", "data.image_size")

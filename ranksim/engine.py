@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from ranksim.analysis import FeatureDiagnostics, diagnostics_line
-from ranksim.config import Config, config_from_dict, to_dict
+from ranksim.config import Config, config_from_dict, get_key, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.distributed import (all_reduce_sum, barrier, gather_shards, get_rank, get_world_size,
                                  is_main_process, shard_indices)
@@ -577,6 +577,9 @@ def _log_hparams(writer, cfg: Config, results: dict) -> None:
                "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0,
                "conr_weight": m.conr.weight if m.conr.enabled else 0.0,
                "bmse_variant": m.bmse.variant if m.loss == "bmse" else "none"}
+    for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
+        value = get_key(cfg, key)
+        hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     final = {f"hparam/{region}_{name}": v for region, values in results["metrics"].items() if values
              for name, v in values.items() if name in ("mae", "mse", "gm", "pearson") and v is not None}
     writer.add_hparams(hparams, final, run_name=".")

@@ -3,7 +3,9 @@ ResNet-50 of SPEC 7, and the reproduce scripts' row lists."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +84,7 @@ def test_reproduce_runs_balanced_mse_and_conr_rows_on_request(dataset):
 @pytest.mark.parametrize("dataset", ["agedb", "imdb_wiki", "sts_b"])
 def test_reproduce_dry_run_lists_every_row(dataset):
     proc = subprocess.run(["bash", f"scripts/reproduce_{dataset}.sh", "--dry-run", "--seed", "3"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PY": sys.executable})
     assert proc.returncode == 0, proc.stderr
     rows = {p.stem for p in (REPO / "configs" / dataset).glob("*.yaml")
             if p.stem != "base" and not p.stem.startswith("cpu_")} - BEYOND_RANKSIM
