@@ -28,6 +28,8 @@ from ranksim.sweep import comparable, config_key, format_value, last_error
 
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
+# Feature diagnostics of results.json, shown by render(..., diagnostics=True) as a second table.
+DIAGNOSTICS = ("rank_corr", "ranksim_reg", "cos_mean", "cos_p05")
 # Balanced MSE's balanced metric (SPEC 9.1), shown after the headline when the runs report it.
 BALANCED = {"age": (("bmae", 1.0),), "sts_b": (("bmse", 1.0),)}
 
@@ -73,6 +75,7 @@ class Run:
     metrics: dict | None      # test metrics, None while unfinished
     status: str               # "finished", or why not
     config: dict = field(default_factory=dict)  # ranksim.sweep.comparable of its config.yaml
+    diagnostics: dict | None = None  # test-split feature diagnostics (ranksim.analysis.FeatureDiagnostics)
 
 
 def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:
@@ -100,10 +103,11 @@ def discover_runs(runs_dir: Path) -> list[Run]:
             continue  # set aside by --rerun-stale of the reproduce and sweep scripts
         cfg = yaml.safe_load(config_path.read_text())
         results_path = run_dir / "results.json"
-        metrics = json.loads(results_path.read_text())["metrics"] if results_path.is_file() else None
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        metrics = results.get("metrics")
         runs.append(Run(run_dir, cfg["name"], cfg.get("title") or cfg["name"], cfg["data"]["dataset"], cfg["seed"],
                         metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg),
-                        comparable(cfg, run_dir)))
+                        comparable(cfg, run_dir), results.get("diagnostics")))
     return runs
 
 
@@ -177,8 +181,14 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None, column
                 mean, std = _mean_std(values) if values else (None, None)
                 cells[(metric, region)] = {"ours": mean, "std": std,
                                            "theirs": None if shared else reference.get((title, metric, region))}
+        diagnostics = {}
+        for name in DIAGNOSTICS:
+            values = [r.diagnostics[name] for r in group if r.diagnostics and r.diagnostics.get(name) is not None]
+            mean, std = _mean_std(values) if values else (None, None)
+            diagnostics[name] = {"ours": mean, "std": std, "theirs": None}
         rows.append({"name": group[0].name, "title": labels[key], "seeds": sorted(r.seed for r in group),
-                     "values": {c: group[0].config.get(c) for c in columns}, "cells": cells})
+                     "values": {c: group[0].config.get(c) for c in columns}, "cells": cells,
+                     "diagnostics": diagnostics})
     return {"dataset": dataset, "headline": headline, "rows": rows, "columns": list(columns),
             "duplicates": duplicates, "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics]}
 
@@ -194,8 +204,13 @@ def _format_cell(cell: dict, digits: int) -> str:
     return text
 
 
-def render(table: dict, fmt: str = "markdown") -> str:
-    """The collected table as markdown, csv or latex; duplicates, unfinished and failed runs below."""
+def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str:
+    """The collected table as markdown, csv or latex; duplicates, unfinished and failed runs below.
+
+    With ``diagnostics`` (markdown only), a second table of the feature diagnostics on the test
+    split: rank correlation, RankSim regularizer and pairwise cosine (README, "What RankSim does
+    to the features").
+    """
     # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.
     places = {"mse": 3, "bmse": 3, "pearson": 1}
     digit_of = {c: places.get(c[0], 2) for c in ((m, r) for m, _ in table["headline"] for r in REGIONS)}
@@ -235,6 +250,13 @@ def render(table: dict, fmt: str = "markdown") -> str:
         theirs = any(cell["theirs"] is not None for row in table["rows"] for cell in row["cells"].values())
         lines.append("Cells: ours (mean ± std over seeds)" + (", then in brackets the authors' number and our "
                                                                 "difference where they published one." if theirs else "."))
+        if diagnostics:
+            lines += ["", "Features on the test split (higher rank_corr, lower ranksim_reg: the label order "
+                          "RankSim asks for; cos near 1: collapsed):", "",
+                      "| Method | seeds | " + " | ".join(DIAGNOSTICS) + " |", "|---|---|" + "---:|" * len(DIAGNOSTICS)]
+            for row in table["rows"]:
+                lines.append(f"| {row['title']} | {len(row['seeds'])} | "
+                             + " | ".join(_format_cell(row["diagnostics"][d], 3) for d in DIAGNOSTICS) + " |")
     if table.get("duplicates"):
         lines.append("")
         lines.append("Duplicate runs (the same config and seed as a run in the table; left out of the means):")
