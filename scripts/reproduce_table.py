@@ -40,11 +40,20 @@ STEMS = ["vanilla", "sqinv", "inv", "lds", "fds", "sqinv_fds", "lds_fds", "focal
 STAGE1 = re.compile(r"^runs/[^/]+/([^/]+)/seed\d+/?$")  # the shipped configs' stage1: runs/<table>/<row>/seed0
 
 
+PAPER_ROWS = [s + suffix for s in STEMS for suffix in ("", "_ranksim")]
+
+
 def table_rows(folder: Path) -> list[str]:
     """The row configs of ``folder`` (all YAML files but base.yaml and cpu_*), in table order."""
     stems = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base" and not p.stem.startswith("cpu_"))
-    order = [s + suffix for s in STEMS for suffix in ("", "_ranksim")]
-    return sorted(stems, key=lambda s: (order.index(s) if s in order else len(order), s))
+    return sorted(stems, key=lambda s: (PAPER_ROWS.index(s) if s in PAPER_ROWS else len(PAPER_ROWS), s))
+
+
+def default_rows(rows: list[str]) -> list[str]:
+    """The RankSim paper's rows when the folder has them; the other rows (Balanced MSE, ConR, ...)
+    run only when named with --rows. A folder without paper rows runs all of its rows."""
+    paper = [r for r in rows if r in PAPER_ROWS]
+    return paper or rows
 
 
 USAGE = ("reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale] [--runs DIR] "
@@ -60,7 +69,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a folder under configs/ (agedb, imdb_wiki, sts_b) or a folder of row configs")
     parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
-    parser.add_argument("--rows", help="only these rows (config file stems, comma-separated)")
+    parser.add_argument("--rows", help="only these rows (config file stems, comma-separated); default: the RankSim "
+                        "paper's rows, so Balanced MSE and ConR rows run only when named here")
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--rerun-stale", action="store_true",
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
         all_rows = table_rows(folder)
         if not all_rows:
             raise UserError(f"{folder} holds no row configs")
-        rows = all_rows
+        rows = default_rows(all_rows)
         if args.rows:
             selected = [r.strip() for r in args.rows.split(",") if r.strip()]
             for row in selected:

@@ -75,7 +75,7 @@ BEYOND_RANKSIM = {"vanilla_mse", "bmc", "gai", "bni", "conr", "conr_ranksim", "c
 def test_reproduce_runs_balanced_mse_and_conr_rows_on_request(dataset):
     proc = subprocess.run(["bash", f"scripts/reproduce_{dataset}.sh", "--dry-run", "--rows",
                            "vanilla_mse,bmc,gai,bni,conr,conr_ranksim,conr_lds_fds"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PY": sys.executable})
     assert proc.returncode == 0, proc.stderr
     assert f"-c configs/{dataset}/conr_lds_fds.yaml" in proc.stdout
     assert f"method.rrt.stage1=runs/{dataset}/vanilla_mse/seed0" in proc.stdout
