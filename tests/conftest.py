@@ -30,7 +30,7 @@ def device(request):
 def data_root(tmp_path_factory) -> Path:
     """The synthetic dataset that tests/tiny.py's overrides expect, shared by every end-to-end test."""
     from ranksim.config import SyntheticConfig
-    from ranksim.data.synthetic import ensure_synthetic
+    from ranksim.data.age.synthetic import ensure_synthetic
 
     root = tmp_path_factory.mktemp("data") / "synthetic"
     ensure_synthetic(root, SyntheticConfig(num_samples=480, image_size=16))
