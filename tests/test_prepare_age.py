@@ -3,7 +3,8 @@
 Generated inputs: ``imdb.mat`` / ``wiki.mat`` written with ``scipy.io.savemat`` in the layout of
 the real files (a 1x1 struct with 1xN fields, strings in cell arrays), tars holding them as the
 IMDB-WIKI site ships them, an AgeDB zip encrypted with ZipCrypto. The real AgeDB-DIR split file is
-read from ``<repo>/../shared/data`` when it is there.
+read from ``data/agedb-dir`` or ``$RANKSIM_TEST_DATA/agedb-dir`` when it is there
+(``conftest.real_split_dir``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ from ranksim.data.age.verify import verify_age_split
 from ranksim.data.download import download
 from ranksim.errors import UserError
 
-REAL_AGEDB_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agedb-dir" / "agedb.csv"
+from conftest import needs_real_split, real_split_dir
+
+REAL_AGEDB_DIR = real_split_dir("agedb-dir")
+REAL_AGEDB_CSV = REAL_AGEDB_DIR / "agedb.csv" if REAL_AGEDB_DIR else None
 
 
 def tiny_jpeg(seed: int = 0, side: int = 8) -> bytes:
@@ -409,7 +413,7 @@ def test_agedb_folder_with_a_misnamed_file(tmp_path):
 # The real AgeDB-DIR split file
 
 
-@pytest.mark.skipif(not REAL_AGEDB_CSV.is_file(), reason="../shared/data/agedb-dir/agedb.csv not present")
+@needs_real_split("agedb-dir")
 def test_real_agedb_split_verifies_and_follows_the_procedure(tmp_path, caplog):
     df = read_age_split(REAL_AGEDB_CSV)
     assert df["split"].value_counts().to_dict() == {"train": 12_208, "val": 2_140, "test": 2_140}

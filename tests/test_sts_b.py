@@ -1,8 +1,8 @@
 """STS-B-DIR data pipeline and BiLSTM model.
 
-Tests marked ``real`` read the published split files from ``<repo>/../shared/data/sts-b-dir`` and
-are skipped when that folder is absent; everything else runs on small files written here in the
-same formats. Nothing touches the internet: downloads go to a local ``http.server`` or through a
+Tests marked ``needs_real`` read the published split files (found by ``conftest.real_split_dir``:
+``data/sts-b-dir`` or ``$RANKSIM_TEST_DATA/sts-b-dir``) and are skipped without them; everything
+else runs on small files written here in the same formats. Nothing touches the internet: downloads go to a local ``http.server`` or through a
 replaced download function.
 """
 
@@ -32,12 +32,13 @@ from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv
 from ranksim.data.sts_b.text import PAD, UNK, build_vocab, encode, tokenise_split, tokenize
 from ranksim.errors import UserError
 
-REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sts-b-dir"
+from conftest import needs_real_split, real_split_dir, require_real_split
+
+REAL_ROOT = real_split_dir("sts-b-dir")
 HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
           "score"]
 
-needs_real = pytest.mark.skipif(not all((REAL_ROOT / n).is_file() for n in SPLIT_FILES.values()),
-                                reason=f"real STS-B-DIR split files not at {REAL_ROOT}")
+needs_real = needs_real_split("sts-b-dir")
 
 
 def write_tsv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
@@ -51,9 +52,7 @@ def row(s1: str, s2: str, score: str, i: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_data():
-    if not REAL_ROOT.is_dir():
-        pytest.skip(f"real STS-B-DIR split files not at {REAL_ROOT}")
-    return load_sts_b(REAL_ROOT)
+    return load_sts_b(require_real_split("sts-b-dir"))
 
 
 # ------------------------------------------------------------------------------------------
