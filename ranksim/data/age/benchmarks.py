@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ranksim.data.age.imdb_wiki import IMDB_WIKI_AGE_RANGE
+
 DIR_REPO_RAW = "https://raw.githubusercontent.com/YyzHarry/imbalanced-regression/main/"
 
 

@@ -19,6 +19,7 @@ import random
 
 import numpy as np
 import pandas as pd
+
 SEED = 666                       # the DIR authors' seed for the balanced val/test draw
 BALANCED_AGES = range(0, 121)    # ages that get balanced val/test rows; older ones stay in train
 

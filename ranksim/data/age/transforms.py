@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision import transforms
 
 from ranksim.errors import UserError
+
 IMG_SIZE = 224          # SPEC 6: every face is resized to 224x224
 CROP_PADDING = 16       # SPEC 6: RandomCrop(224, padding=16)
 MEAN = STD = (0.5, 0.5, 0.5)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ranksim.data.files import atomic_write
 from ranksim.data.sts_b.text import PAD_INDEX
 from ranksim.errors import UserError
+
 GLOVE_URL = "https://nlp.stanford.edu/data/glove.840B.300d.zip"
 GLOVE_ZIP_SIZE = 2_176_768_927
 GLOVE_ZIP = "glove.840B.300d.zip"

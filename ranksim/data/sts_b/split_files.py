@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ranksim.errors import UserError
+
 SPLIT_FILES = {"train": "train_new.tsv", "val": "dev_new.tsv", "test": "test_new.tsv"}
 SENTENCE1_COL, SENTENCE2_COL, SCORE_COL = 7, 8, 9
 HEADER_NAMES = ("sentence1", "sentence2", "score")

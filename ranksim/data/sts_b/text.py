@@ -26,6 +26,7 @@ import numpy as np
 
 from ranksim.data.sts_b.split_files import SPLIT_FILES, SplitText, read_sts_tsv, split_paths
 from ranksim.errors import UserError
+
 PAD, UNK = "<pad>", "<unk>"
 PAD_INDEX, UNK_INDEX = 0, 1
 
