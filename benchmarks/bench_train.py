@@ -17,6 +17,9 @@ chosen with ``--sides``):
   the labels of the batch and RankSim by a loop over labels (de-duplication) and rows (one
   blackbox ranking per row), as in benchmarks/bench_ops.py.
 
+``--sides ours ours_conr`` compares our step with ConR off and on (SPEC 9.2: one extra forward pass
+of the 2B augmented views, without FDS smoothing, plus the ConR term with beta 4).
+
 A new side is a class with ``__init__(args, device)`` and ``step(images, targets)``, added to
 ``SIDES``. Data loading is excluded on purpose (benchmarks/bench_loading.py and bench_epoch.py
 measure it), so the numbers are what the model step allows. Prints images/s, peak GPU memory and
@@ -44,6 +47,7 @@ from bench_ops import agedb_like_ages, loop_ranksim, loop_smooth  # noqa: E402
 
 from ranksim.fds import FDS  # noqa: E402
 from ranksim.models.resnet import resnet50_regressor, small_resnet_regressor  # noqa: E402
+from ranksim.conr import conr_loss  # noqa: E402
 from ranksim.regularizer import batchwise_ranking_regularizer  # noqa: E402
 
 GAMMA, LAMBDA = 100.0, 2.0
@@ -121,11 +125,32 @@ class AuthorsRecipe:
         self.optimizer.step()
 
 
-SIDES = {"ours": Ours, "ours_compiled": OursCompiled, BASELINE: AuthorsRecipe}
+class OursConR(Ours):
+    """Our step with ConR: the same step plus the extra pass of 2B views and beta * ConR."""
+
+    def step(self, images, targets):
+        views = torch.cat([images.flip(3), images.flip(2)])  # stand-ins for two random augmentations
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+            views = views.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            pred, features = self.forward(images, targets, epoch=3)
+            view_pred, view_features = self.forward(views)
+        loss = (F.l1_loss(pred.float(), targets)
+                + GAMMA * batchwise_ranking_regularizer(features.float(), targets, LAMBDA, generator=self.generator)
+                + 4.0 * conr_loss(view_features.float(), targets.repeat(2, 1), view_pred.detach().float()))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+SIDES = {"ours": Ours, "ours_compiled": OursCompiled, BASELINE: AuthorsRecipe, "ours_conr": OursConR}
 DESCRIPTIONS = {
     "ours": "ours ({precision}{cl})",
     "ours_compiled": "ours + torch.compile ({precision}{cl})",
     BASELINE: "authors' recipe (fp32, per-label FDS, per-row RankSim)",
+    "ours_conr": "ours + ConR, extra pass of 2B views ({precision}{cl})",
 }
 
 

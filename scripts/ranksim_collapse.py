@@ -2,8 +2,9 @@
 """Controlled runs behind the README's "What RankSim does to the features" (issue 10).
 
 Each experiment is one quick-start config with ``key=value`` overrides, run through ``train.py``
-for every seed into ``<out>/<experiment>/seed<N>/``; finished runs are skipped, so the script can
-be stopped and started again. Every run records the feature diagnostics of
+for every seed into ``<out>/<experiment>/seed<N>/`` by the sweep runner
+(:func:`ranksim.sweep.run_points`): finished runs are skipped, interrupted ones resumed, and a
+folder holding another config is refused, so the script can be stopped and started again. Every run records the feature diagnostics of
 :class:`ranksim.analysis.FeatureDiagnostics` on the validation split at each epoch
 (``metrics.jsonl``). The table and the figure use the validation split only: nothing here reads
 test results.
@@ -23,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,7 +109,7 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str 
     cfg = load_config(REPO / p["config"], overrides)
     torch.manual_seed(seed)
     data = build_data(cfg)
-    model = build_model(cfg, data.binning)
+    model = build_model(cfg, data.binning, data.vocab_size, data.embeddings)
     optim = (torch.optim.Adam(model.parameters(), lr=p["lr"]) if p["optimizer"] == "adam"
              else torch.optim.SGD(model.parameters(), lr=p["lr"], momentum=0.9))
     loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
@@ -173,23 +173,14 @@ def run_probes(out: Path, names: list[str], steps: int, jobs: int, sts_b_root: s
     return table
 
 
-def run_one(python: str, out: Path, name: str, seed: int, threads: int, extra: list[str]) -> Path:
-    config, overrides, _ = EXPERIMENTS[name]
-    run_dir = out / name / f"seed{seed}"
-    if (run_dir / "results.json").is_file():
-        return run_dir
-    command = [python, "train.py", "-c", config, *overrides, *extra, f"seed={seed}", f"output_dir={run_dir}",
-               "logging.progress=false"]
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        command = [python, "train.py", "--resume", str(run_dir)]
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    logger.info("%s seed %d: %s", name, seed, " ".join(command))
-    with open(out / name / f"seed{seed}.log", "w") as log:
-        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code:
-        logger.error("%s seed %d failed with status %d; see %s", name, seed, code, out / name / f"seed{seed}.log")
-    return run_dir
+def points(out: Path, names: list[str], seeds: list[int], extra: list[str]):
+    """The runs as points of :func:`ranksim.sweep.run_points`, which skips, resumes and checks them."""
+    from ranksim.sweep import Point
+
+    return [Point(f"{name}/seed{seed}", REPO / EXPERIMENTS[name][0],
+                  [*EXPERIMENTS[name][1], *extra, f"seed={seed}", f"output_dir={out / name / f'seed{seed}'}",
+                   "logging.progress=false"], out / name / f"seed{seed}")
+            for name in names for seed in seeds]
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -275,14 +266,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.probes is not None:
         print(run_probes(args.out, args.probes or list(PROBES), args.probe_steps, args.jobs, args.sts_b_root))
         return 0
+    status = 0
     if not args.report_only:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run_one(args.python, args.out, *job, threads, args.overrides),
-                          [(name, seed) for name in args.only for seed in args.seeds]))
+        from ranksim.sweep import report_failures, run_points
+
+        # Each run's torch threads: the cores shared out, so that parallel runs do not oversubscribe.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
+        outcomes = run_points(points(args.out, args.only, args.seeds, args.overrides), [args.python, str(REPO / "train.py")],
+                              jobs=args.jobs)
+        status = report_failures(outcomes, "runs")
     print(report(args.out, args.only))
     logger.info("written %s and %s", args.out / "collapse.md", args.out / "collapse.png")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
