@@ -10,9 +10,9 @@ DataLoader with workers, the uint8 image cache):
 1. **Data.** ``--images`` photograph-like JPEGs (benchmarks/bench_loading.py's generator) of
    ``--jpeg-size`` px are written in parallel into a temporary AgeDB-shaped data root, with
    AgeDB-like ages (benchmarks/bench_ops.py) and the DIR balanced val/test split
-   (:func:`~ranksim.data.prepare_age.make_balanced_split`, its per-age cap scaled from AgeDB-DIR's
+   (:func:`~ranksim.data.age.rebuild_split.make_balanced_split`, its per-age cap scaled from AgeDB-DIR's
    30 to the pool), written as ``agedb.csv``; then the uint8 cache is built
-   (:func:`~ranksim.data.image_cache.build_cache`), as ``prepare cache`` does.
+   (:func:`~ranksim.data.age.image_cache.build_cache`), as ``prepare cache`` does.
 2. **Per recipe** (``--recipes``): the config (default ``configs/agedb/sqinv_ranksim.yaml``) with
    overrides (data root, ``data.max_train_samples``, ``schedule.epochs=2``, no TensorBoard) is
    built into a Trainer, then
@@ -58,8 +58,9 @@ from bench_loading import make_jpegs  # noqa: E402
 from bench_ops import agedb_like_ages  # noqa: E402
 
 from ranksim.config import load_config  # noqa: E402
-from ranksim.data.image_cache import build_cache  # noqa: E402
-from ranksim.data.prepare_age import make_balanced_split, write_age_split  # noqa: E402
+from ranksim.data.age.image_cache import build_cache  # noqa: E402
+from ranksim.data.age.rebuild_split import make_balanced_split  # noqa: E402
+from ranksim.data.age.split_file import write_age_split  # noqa: E402
 
 logger = logging.getLogger("bench_epoch")
 

@@ -33,8 +33,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranksim.data.image_cache import (ImageCache, build_cache, cached_train_transform,  # noqa: E402
-                                      load_image, plain_train_transform)
+from ranksim.data.age.image_cache import ImageCache, build_cache  # noqa: E402
+from ranksim.data.age.transforms import cached_train_transform, load_image, plain_train_transform  # noqa: E402
 
 
 def make_jpegs(folder: Path, count: int, side: int, seed: int = 0) -> list[str]:

@@ -294,7 +294,7 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
                         " (ranksim/convert.py LAYOUTS)")
     vocab_size = 0
     if name == "sts_b":
-        from ranksim.data.sts_b import load_splits_tokenised, vocab_for_splits
+        from ranksim.data.sts_b.text import load_splits_tokenised, vocab_for_splits
         d = cfg.data
         vocab_size = len(vocab_for_splits(load_splits_tokenised(d.root, d.max_seq_len), d.max_vocab))
     check_against_config(mapped, cfg, source, vocab_size)

@@ -18,20 +18,20 @@ from ranksim.data.build import build_data
 from ranksim.metrics import shot_regions
 from ranksim.models.resnet import resnet50_regressor
 
+from conftest import require_real_split
+
 REPO = Path(__file__).resolve().parent.parent
-AGEDB_CSV = REPO.parent / "shared" / "data" / "agedb-dir" / "agedb.csv"
 
 
 @pytest.fixture(scope="module")
 def agedb_root(tmp_path_factory) -> Path:
     """The real AgeDB-DIR split file with a tiny generated JPEG at each of its 16,488 paths."""
-    if not AGEDB_CSV.is_file():
-        pytest.skip("../shared/data/agedb-dir/agedb.csv is not here")
+    agedb_csv = require_real_split("agedb-dir") / "agedb.csv"
     root = tmp_path_factory.mktemp("agedb-dir")
-    (root / "agedb.csv").write_bytes(AGEDB_CSV.read_bytes())
+    (root / "agedb.csv").write_bytes(agedb_csv.read_bytes())
     (root / "AgeDB").mkdir()
     pixels = Image.fromarray(np.full((8, 8, 3), 128, np.uint8))
-    for line in AGEDB_CSV.read_text().splitlines()[1:]:
+    for line in agedb_csv.read_text().splitlines()[1:]:
         pixels.save(root / line.split(",")[1], quality=50)
     return root
 

@@ -108,7 +108,7 @@ def test_predictions_get_no_gradient_and_shapes_are_checked():
 
 
 def test_views_are_extra_augmentations_of_the_same_image(data_root):
-    from ranksim.data.age import AgeDataset
+    from ranksim.data.age.dataset import AgeDataset
 
     rows = pd.read_csv(data_root / "synthetic.csv")
     rows = rows[rows["split"] == "train"].reset_index(drop=True)

@@ -20,7 +20,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ranksim.data import image_cache as ic
+from ranksim.data.age import image_cache as ic
+from ranksim.data.age import transforms as tr
+from ranksim.data.age.prepare import build_cache_main
 from ranksim.errors import UserError
 
 
@@ -48,7 +50,7 @@ def root(tmp_path):
 
 
 def resized_u8(path) -> torch.Tensor:
-    return torch.from_numpy(np.array(ic.resize_to_array(ic.load_image(path)))).permute(2, 0, 1)
+    return torch.from_numpy(np.array(tr.resize_to_array(tr.load_image(path)))).permute(2, 0, 1)
 
 
 # ------------------------------------------------------------------------------------------
@@ -57,24 +59,24 @@ def resized_u8(path) -> torch.Tensor:
 
 def test_load_image_missing_and_corrupt_files_are_named(tmp_path):
     with pytest.raises(UserError, match=f"image {tmp_path / 'nope.jpg'} does not exist"):
-        ic.load_image(tmp_path / "nope.jpg")
+        tr.load_image(tmp_path / "nope.jpg")
     (tmp_path / "junk.jpg").write_bytes(b"not a jpeg at all")
     with pytest.raises(UserError, match="junk.jpg is damaged"):
-        ic.load_image(tmp_path / "junk.jpg")
+        tr.load_image(tmp_path / "junk.jpg")
     buf = io.BytesIO()
     random_image(0, (200, 200)).save(buf, "JPEG")
     (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:1500])  # header fine, pixels cut short
     with pytest.raises(UserError, match="cut.jpg is damaged"):
-        ic.load_image(tmp_path / "cut.jpg")
+        tr.load_image(tmp_path / "cut.jpg")
 
 
 def test_plain_transforms_are_spec6():
-    train = [type(t).__name__ for t in ic.plain_train_transform().transforms]
+    train = [type(t).__name__ for t in tr.plain_train_transform().transforms]
     assert train == ["Resize", "RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
-    crop = ic.plain_train_transform().transforms[1]
+    crop = tr.plain_train_transform().transforms[1]
     assert crop.size == (224, 224) and crop.padding == 16 and crop.fill == 0
-    assert [type(t).__name__ for t in ic.plain_eval_transform().transforms] == ["Resize", "ToTensor", "Normalize"]
-    assert ic.plain_eval_transform().transforms[0].size == (224, 224)
+    assert [type(t).__name__ for t in tr.plain_eval_transform().transforms] == ["Resize", "ToTensor", "Normalize"]
+    assert tr.plain_eval_transform().transforms[0].size == (224, 224)
 
 
 # ------------------------------------------------------------------------------------------
@@ -83,8 +85,8 @@ def test_plain_transforms_are_spec6():
 
 def test_cached_eval_equals_the_plain_path():
     img = random_image(1, (300, 250))
-    plain = ic.plain_eval_transform()(img)
-    cached = ic.cached_eval_transform(torch.from_numpy(np.array(ic.resize_to_array(img))).permute(2, 0, 1))
+    plain = tr.plain_eval_transform()(img)
+    cached = tr.cached_eval_transform(torch.from_numpy(np.array(tr.resize_to_array(img))).permute(2, 0, 1))
     assert cached.dtype == torch.float32 and cached.shape == (3, 224, 224)
     # Same float operations in the same order: equal, and certainly within uint8 rounding (2/255).
     torch.testing.assert_close(cached, plain, rtol=0, atol=1e-6)
@@ -93,26 +95,26 @@ def test_cached_eval_equals_the_plain_path():
 @pytest.mark.parametrize("top, left, flip", [(0, 0, False), (32, 32, True), (16, 16, False), (5, 30, True),
                                              (31, 0, False)])
 def test_crop_flip_equals_torchvision_on_the_resized_image(top, left, flip):
-    resized = ic._resize(224)(random_image(2, (120, 90)))
+    resized = tr._resize(224)(random_image(2, (120, 90)))
     # torchvision on PIL: pad with zeros, crop the window, flip.
     expected = TF.crop(TF.pad(resized, 16, fill=0), top, left, 224, 224)
     if flip:
         expected = TF.hflip(expected)
     expected = torch.from_numpy(np.array(expected)).permute(2, 0, 1)
     u8 = torch.from_numpy(np.array(resized)).permute(2, 0, 1)
-    assert torch.equal(ic.crop_flip_u8(u8, top, left, flip, padding=16), expected)
+    assert torch.equal(tr.crop_flip_u8(u8, top, left, flip, padding=16), expected)
 
 
 def test_cached_train_transform_matches_torchvision_under_the_same_seed():
     img = random_image(3, (210, 180))
-    u8 = torch.from_numpy(np.array(ic.resize_to_array(img))).permute(2, 0, 1)
-    plain = ic.plain_train_transform()
+    u8 = torch.from_numpy(np.array(tr.resize_to_array(img))).permute(2, 0, 1)
+    plain = tr.plain_train_transform()
     flips = set()
     for seed in range(12):
         torch.manual_seed(seed)
         expected = plain(img)
         torch.manual_seed(seed)
-        got = ic.cached_train_transform(u8)
+        got = tr.cached_train_transform(u8)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
         torch.manual_seed(seed)
         offsets = (torch.randint(0, 33, (1,)).item(), torch.randint(0, 33, (1,)).item())
@@ -122,9 +124,9 @@ def test_cached_train_transform_matches_torchvision_under_the_same_seed():
 
 def test_cached_transforms_check_their_input():
     with pytest.raises(ValueError, match=r"\(3, H, W\).*\(224, 224, 3\)"):
-        ic.cached_eval_transform(torch.zeros(224, 224, 3, dtype=torch.uint8))
+        tr.cached_eval_transform(torch.zeros(224, 224, 3, dtype=torch.uint8))
     with pytest.raises(ValueError, match="torch.float32"):
-        ic.cached_train_transform(torch.zeros(3, 224, 224))
+        tr.cached_train_transform(torch.zeros(3, 224, 224))
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,12 +151,12 @@ def test_cache_round_trip(root, workers):
 
 def test_cache_command_detects_the_split_file_and_checks_it(root, capsys):
     tmp_path, df = root
-    assert ic.build_cache_main(["--root", str(tmp_path), "--workers", "1"]) == 0
+    assert build_cache_main(["--root", str(tmp_path), "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "9 of 224x224 px (split file agedb.csv)" in out
     (tmp_path / "imdb_wiki.csv").write_text("age,path,split\n")
     with pytest.raises(UserError, match="several split files"):
-        ic.build_cache_main(["--root", str(tmp_path)])
+        build_cache_main(["--root", str(tmp_path)])
 
 
 def test_stale_or_missing_cache_is_refused(root):
@@ -195,7 +197,7 @@ class CachedSet(Dataset):
         return len(self.cache)
 
     def __getitem__(self, i):
-        return ic.cached_eval_transform(self.cache.get(i))
+        return tr.cached_eval_transform(self.cache.get(i))
 
 
 def test_cache_pickles_and_serves_dataloader_workers(root):
@@ -205,5 +207,5 @@ def test_cache_pickles_and_serves_dataloader_workers(root):
     clone = pickle.loads(pickle.dumps(cache))
     assert clone._array is None and torch.equal(clone.get(0), first)
     batches = list(DataLoader(CachedSet(cache), batch_size=3, num_workers=2))
-    expected = torch.stack([ic.cached_eval_transform(cache.get(i)) for i in range(len(cache))])
+    expected = torch.stack([tr.cached_eval_transform(cache.get(i)) for i in range(len(cache))])
     assert torch.equal(torch.cat(batches), expected)

@@ -3,7 +3,8 @@
 Generated inputs: ``imdb.mat`` / ``wiki.mat`` written with ``scipy.io.savemat`` in the layout of
 the real files (a 1x1 struct with 1xN fields, strings in cell arrays), tars holding them as the
 IMDB-WIKI site ships them, an AgeDB zip encrypted with ZipCrypto. The real AgeDB-DIR split file is
-read from ``<repo>/../shared/data`` when it is there.
+read from ``data/agedb-dir`` or ``$RANKSIM_TEST_DATA/agedb-dir`` when it is there
+(``conftest.real_split_dir``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,21 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from ranksim.data import prepare_age as pa
+from ranksim.data.age.agedb import (AGEDB_PASSWORD_ENV, AGEDB_SITE, agedb_metadata, copy_agedb_folder,
+                                    unpack_agedb_zip)
+from ranksim.data.age.benchmarks import AGEDB
+from ranksim.data.age.imdb_wiki import imdb_wiki_age, read_imdb_wiki_mat
+from ranksim.data.age.prepare import prepare_agedb_main, prepare_imdb_wiki_main
+from ranksim.data.age.rebuild_split import make_balanced_split
+from ranksim.data.age.split_file import read_age_split, write_age_split
+from ranksim.data.age.verify import verify_age_split
 from ranksim.data.download import download
 from ranksim.errors import UserError
 
-REAL_AGEDB_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "agedb-dir" / "agedb.csv"
+from conftest import needs_real_split, real_split_dir
+
+REAL_AGEDB_DIR = real_split_dir("agedb-dir")
+REAL_AGEDB_CSV = REAL_AGEDB_DIR / "agedb.csv" if REAL_AGEDB_DIR else None
 
 
 def tiny_jpeg(seed: int = 0, side: int = 8) -> bytes:
@@ -51,7 +62,7 @@ def write(path: Path, text: str) -> Path:
 def test_read_age_split_types_and_order(tmp_path):
     csv_path = write(tmp_path / "s.csv", "age,path,split\n31,AgeDB/1_A_31_f.jpg,train\n\n"
                                          "5,AgeDB/2_Zoë_5_m.jpg,val\n7,AgeDB/3_B_7_m.jpg,test\n")
-    df = pa.read_age_split(csv_path)
+    df = read_age_split(csv_path)
     assert list(df.columns) == ["age", "path", "split"]
     assert df["age"].dtype == np.int64
     assert df["age"].tolist() == [31, 5, 7]
@@ -70,14 +81,14 @@ def test_read_age_split_types_and_order(tmp_path):
 def test_read_age_split_malformed_row_names_file_and_line(tmp_path, body, line, words):
     csv_path = write(tmp_path / "bad.csv", body)
     with pytest.raises(UserError) as err:
-        pa.read_age_split(csv_path)
+        read_age_split(csv_path)
     assert f"{csv_path}, line {line}:" in str(err.value)
     assert words in str(err.value)
 
 
 def test_read_age_split_missing_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        pa.read_age_split(tmp_path / "nope.csv")
+        read_age_split(tmp_path / "nope.csv")
 
 
 # ------------------------------------------------------------------------------------------
@@ -97,8 +108,8 @@ def test_imdb_wiki_age_matches_the_datetime_definition():
                           [0.0, 1.0, 366.9, 367.0, 714_780.0, 714_961.0, 714_962.0, 715_145.99]])
     taken = rng.integers(1900, 2016, len(dob))
     expected = [reference_age(int(t), float(d)) for t, d in zip(taken, dob, strict=True)]
-    np.testing.assert_array_equal(pa.imdb_wiki_age(dob, taken), expected)
-    assert np.isnan(pa.imdb_wiki_age([np.nan], [2000])[0])
+    np.testing.assert_array_equal(imdb_wiki_age(dob, taken), expected)
+    assert np.isnan(imdb_wiki_age([np.nan], [2000])[0])
 
 
 def matlab_datenum(year: int, month: int, day: int) -> float:
@@ -157,7 +168,7 @@ def test_read_imdb_wiki_mat_applies_the_spec_filters(tmp_path):
     raw = scipy.io.loadmat(mat)["imdb"][0, 0]
     assert raw["full_path"].shape == (1, len(faces)) and raw["full_path"][0][0][0] == "00/keep_june.jpg"
 
-    df = pa.read_imdb_wiki_mat(mat, "imdb")
+    df = read_imdb_wiki_mat(mat, "imdb")
     assert df["path"].tolist() == ["imdb_crop/00/keep_june.jpg", "imdb_crop/00/keep_july.jpg",
                                    "imdb_crop/01/keep_score1.jpg", "imdb_crop/02/second_zero.jpg",
                                    "imdb_crop/02/age_200.jpg"]
@@ -168,7 +179,7 @@ def test_read_imdb_wiki_mat_wrong_struct(tmp_path):
     mat = tmp_path / "wiki.mat"
     scipy.io.savemat(mat, {"other": np.zeros(3)})
     with pytest.raises(UserError, match="does not hold the IMDB-WIKI struct 'wiki'"):
-        pa.read_imdb_wiki_mat(mat, "wiki")
+        read_imdb_wiki_mat(mat, "wiki")
 
 
 # ------------------------------------------------------------------------------------------
@@ -201,7 +212,7 @@ def synthetic_meta(seed: int = 1) -> pd.DataFrame:
 def test_balanced_split_follows_spec6():
     meta = synthetic_meta()
     cap = 30
-    out = pa.make_balanced_split(meta, max_per_age=cap, seed=666)
+    out = make_balanced_split(meta, max_per_age=cap, seed=666)
     assert out["path"].tolist() == meta["path"].tolist()          # rows and order kept
     for age, group in out.groupby("age"):
         n = len(group)
@@ -215,11 +226,11 @@ def test_balanced_split_follows_spec6():
 
 def test_balanced_split_is_the_dir_procedure_and_seed_stable():
     meta = synthetic_meta()
-    out = pa.make_balanced_split(meta, max_per_age=30, seed=666)
+    out = make_balanced_split(meta, max_per_age=30, seed=666)
     assert dict(zip(out["path"], out["split"], strict=True)) == dir_reference_split(meta, 30, 666)
-    again = pa.make_balanced_split(meta.copy(), max_per_age=30, seed=666)
+    again = make_balanced_split(meta.copy(), max_per_age=30, seed=666)
     assert out.equals(again)
-    other = pa.make_balanced_split(meta, max_per_age=30, seed=667)
+    other = make_balanced_split(meta, max_per_age=30, seed=667)
     assert (other["split"].value_counts() == out["split"].value_counts()).all()
     assert not other["split"].equals(out["split"])               # the seed matters
 
@@ -227,7 +238,7 @@ def test_balanced_split_is_the_dir_procedure_and_seed_stable():
 def test_balanced_split_rejects_duplicate_paths():
     meta = pd.DataFrame({"age": [1, 2], "path": ["a.jpg", "a.jpg"]})
     with pytest.raises(ValueError, match="a.jpg"):
-        pa.make_balanced_split(meta, 30)
+        make_balanced_split(meta, 30)
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,28 +275,28 @@ def test_imdb_wiki_command_rebuilds_the_split_from_the_tars(tmp_path, caplog):
     root = tmp_path / "imdb_wiki"
     argv = ["--root", str(root), "--url-base", src.as_uri(), "--rebuild-split"]
     with caplog.at_level(logging.WARNING):
-        assert pa.prepare_imdb_wiki_main(argv) == 0
+        assert prepare_imdb_wiki_main(argv) == 0
     assert "differ from the DIR paper" in caplog.text           # 36 images are not 191,509
     assert (root / "imdb_crop" / "imdb.mat").is_file() and (root / "wiki_crop" / "wiki.mat").is_file()
     assert not (root / "imdb_crop.tar").exists()                # archives deleted after extraction
-    split = pa.read_age_split(root / "imdb_wiki.csv")
-    expected = pa.make_balanced_split(kept, max_per_age=150, seed=666)
+    split = read_age_split(root / "imdb_wiki.csv")
+    expected = make_balanced_split(kept, max_per_age=150, seed=666)
     pd.testing.assert_frame_equal(split, expected)
     # A second run finds everything extracted and downloads nothing (the mirror is gone).
     for tar in src.glob("*.tar"):
         tar.unlink()
-    assert pa.prepare_imdb_wiki_main(argv) == 0
+    assert prepare_imdb_wiki_main(argv) == 0
 
 
 def test_imdb_wiki_command_downloads_the_published_split(tmp_path):
     src = tmp_path / "mirror"
     src.mkdir()
     kept = make_imdb_wiki_tars(src)
-    published = pa.make_balanced_split(kept, max_per_age=150, seed=666)
-    pa.write_age_split(published, src / "imdb_wiki.csv")
+    published = make_balanced_split(kept, max_per_age=150, seed=666)
+    write_age_split(published, src / "imdb_wiki.csv")
     root = tmp_path / "imdb_wiki"
     argv = ["--root", str(root), "--url-base", src.as_uri(), "--split-url", (src / "imdb_wiki.csv").as_uri()]
-    assert pa.prepare_imdb_wiki_main(argv) == 0
+    assert prepare_imdb_wiki_main(argv) == 0
     assert (root / "imdb_wiki.csv").read_bytes() == (src / "imdb_wiki.csv").read_bytes()
 
 
@@ -350,15 +361,15 @@ def agedb_files(n_per_age: dict[int, int]) -> dict[str, bytes]:
 
 
 def test_agedb_zip_round_trip_and_rebuilt_split(tmp_path, monkeypatch):
-    monkeypatch.delenv(pa.AGEDB_PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(AGEDB_PASSWORD_ENV, raising=False)
     files = agedb_files({3: 4, 30: 10, 61: 100, 101: 2})
     zpath = tmp_path / "AgeDB.zip"
     zipcrypto_zip(zpath, files, b"s3cret")
     root = tmp_path / "agedb"
-    assert pa.prepare_agedb_main(["--root", str(root), "--zip", str(zpath), "--password", "s3cret",
+    assert prepare_agedb_main(["--root", str(root), "--zip", str(zpath), "--password", "s3cret",
                                   "--rebuild-split"]) == 0
     assert (root / "AgeDB" / "0_Some_Name_3_m.jpg").read_bytes() == files["AgeDB/0_Some_Name_3_m.jpg"]
-    split = pa.read_age_split(root / "agedb.csv")
+    split = read_age_split(root / "agedb.csv")
     assert sorted(split["path"]) == sorted(files)
     counts = split.groupby(["age", "split"]).size().unstack(fill_value=0)
     assert counts.loc[61, "val"] == 30 and counts.loc[61, "test"] == 30 and counts.loc[61, "train"] == 40
@@ -366,26 +377,26 @@ def test_agedb_zip_round_trip_and_rebuilt_split(tmp_path, monkeypatch):
 
 
 def test_agedb_zip_without_password_says_where_to_request_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(pa.AGEDB_PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(AGEDB_PASSWORD_ENV, raising=False)
     zpath = tmp_path / "AgeDB.zip"
     zipcrypto_zip(zpath, agedb_files({30: 2}), b"s3cret")
     with pytest.raises(UserError) as err:
-        pa.prepare_agedb_main(["--root", str(tmp_path / "agedb"), "--zip", str(zpath)])
+        prepare_agedb_main(["--root", str(tmp_path / "agedb"), "--zip", str(zpath)])
     message = str(err.value)
-    assert "password-protected" in message and "--password" in message and pa.AGEDB_SITE in message
+    assert "password-protected" in message and "--password" in message and AGEDB_SITE in message
 
 
 def test_agedb_zip_wrong_password(tmp_path):
     zpath = tmp_path / "AgeDB.zip"
     zipcrypto_zip(zpath, agedb_files({30: 2}), b"s3cret")
     with pytest.raises(UserError, match="password is wrong|wrong password"):
-        pa.unpack_agedb_zip(zpath, tmp_path / "agedb", "not-it")
+        unpack_agedb_zip(zpath, tmp_path / "agedb", "not-it")
 
 
 def test_agedb_without_images_explains_how_to_get_them(tmp_path, monkeypatch):
-    monkeypatch.delenv(pa.AGEDB_PASSWORD_ENV, raising=False)
+    monkeypatch.delenv(AGEDB_PASSWORD_ENV, raising=False)
     with pytest.raises(UserError, match="Request the zip and its password"):
-        pa.prepare_agedb_main(["--root", str(tmp_path / "agedb")])
+        prepare_agedb_main(["--root", str(tmp_path / "agedb")])
 
 
 def test_agedb_folder_with_a_misnamed_file(tmp_path):
@@ -393,18 +404,18 @@ def test_agedb_folder_with_a_misnamed_file(tmp_path):
     folder.mkdir()
     (folder / "1_Name_30_m.jpg").write_bytes(tiny_jpeg())
     (folder / "holiday.jpg").write_bytes(tiny_jpeg())
-    pa.copy_agedb_folder(folder, tmp_path / "agedb")
+    copy_agedb_folder(folder, tmp_path / "agedb")
     with pytest.raises(UserError, match="holiday.jpg"):
-        pa.agedb_metadata(tmp_path / "agedb")
+        agedb_metadata(tmp_path / "agedb")
 
 
 # ------------------------------------------------------------------------------------------
 # The real AgeDB-DIR split file
 
 
-@pytest.mark.skipif(not REAL_AGEDB_CSV.is_file(), reason="../shared/data/agedb-dir/agedb.csv not present")
+@needs_real_split("agedb-dir")
 def test_real_agedb_split_verifies_and_follows_the_procedure(tmp_path, caplog):
-    df = pa.read_age_split(REAL_AGEDB_CSV)
+    df = read_age_split(REAL_AGEDB_CSV)
     assert df["split"].value_counts().to_dict() == {"train": 12_208, "val": 2_140, "test": 2_140}
     # Its val and test sets are the DIR procedure's: min(n // 3, 30) per age, n over all splits.
     per_age = df.groupby("age")["split"].value_counts().unstack(fill_value=0)
@@ -417,14 +428,14 @@ def test_real_agedb_split_verifies_and_follows_the_procedure(tmp_path, caplog):
     for rel in df["path"]:
         (root / rel).write_bytes(jpeg)
     (root / "agedb.csv").write_bytes(REAL_AGEDB_CSV.read_bytes())
-    report = pa.verify_age_split(root, root / "agedb.csv", pa.AGEDB)
+    report = verify_age_split(root, root / "agedb.csv", AGEDB)
     assert report.ok and report.counts_match and (report.age_min, report.age_max) == (1, 101)
 
     gone = sorted(df["path"].sample(2, random_state=0))
     for rel in gone:
         (root / rel).unlink()
     with caplog.at_level(logging.ERROR):
-        assert pa.prepare_agedb_main(["--root", str(root), "--verify-only"]) == 1
+        assert prepare_agedb_main(["--root", str(root), "--verify-only"]) == 1
     assert "2 image(s) listed in agedb.csv are missing" in caplog.text
     for rel in gone:
         assert rel in caplog.text
@@ -437,7 +448,7 @@ def test_verify_reports_bad_ages_and_duplicates(tmp_path):
     (tmp_path / "AgeDB" / "empty.jpg").touch()
     df = pd.DataFrame({"age": [30, 130, 30, 30], "path": ["AgeDB/a.jpg", "AgeDB/b.jpg", "AgeDB/a.jpg",
                                                           "AgeDB/empty.jpg"], "split": ["train"] * 4})
-    report = pa.verify_age_split(tmp_path, df, pa.AGEDB)
+    report = verify_age_split(tmp_path, df, AGEDB)
     assert not report.ok
     assert report.bad_ages == [("AgeDB/b.jpg", 130)]
     assert report.duplicates == ["AgeDB/a.jpg"] and report.empty == ["AgeDB/empty.jpg"] and not report.missing

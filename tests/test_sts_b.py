@@ -1,8 +1,8 @@
 """STS-B-DIR data pipeline and BiLSTM model.
 
-Tests marked ``real`` read the published split files from ``<repo>/../shared/data/sts-b-dir`` and
-are skipped when that folder is absent; everything else runs on small files written here in the
-same formats. Nothing touches the internet: downloads go to a local ``http.server`` or through a
+Tests marked ``needs_real`` read the published split files (found by ``conftest.real_split_dir``:
+``data/sts-b-dir`` or ``$RANKSIM_TEST_DATA/sts-b-dir``) and are skipped without them; everything
+else runs on small files written here in the same formats. Nothing touches the internet: downloads go to a local ``http.server`` or through a
 replaced download function.
 """
 
@@ -22,17 +22,23 @@ import numpy as np
 import pytest
 import torch
 
-from ranksim.data import sts_b
-from ranksim.data.sts_b import (PAD, UNK, build_glove_matrix, build_vocab, collate_sts_b, encode, load_sts_b,
-                                read_embedding_cache, read_sts_tsv, rebuild_splits, write_embedding_cache)
+from ranksim.data.sts_b import published
+from ranksim.data.sts_b.dataset import collate_sts_b, load_sts_b
+from ranksim.data.sts_b.glove import GLOVE_ZIP, build_glove_matrix, read_embedding_cache, write_embedding_cache
+from ranksim.data.sts_b.prepare import prepare_glove_main, prepare_sts_b_main
+from ranksim.data.sts_b.published import DIR_SOURCE, PUBLISHED_ROWS, RANKSIM_SOURCE, download_splits
+from ranksim.data.sts_b.rebuild_split import rebuild_splits
+from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv
+from ranksim.data.sts_b.text import PAD, UNK, build_vocab, encode, tokenise_split, tokenize
 from ranksim.errors import UserError
 
-REAL_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sts-b-dir"
+from conftest import needs_real_split, real_split_dir, require_real_split
+
+REAL_ROOT = real_split_dir("sts-b-dir")
 HEADER = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
           "score"]
 
-needs_real = pytest.mark.skipif(not all((REAL_ROOT / n).is_file() for n in sts_b.SPLIT_FILES.values()),
-                                reason=f"real STS-B-DIR split files not at {REAL_ROOT}")
+needs_real = needs_real_split("sts-b-dir")
 
 
 def write_tsv(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
@@ -46,9 +52,7 @@ def row(s1: str, s2: str, score: str, i: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_data():
-    if not REAL_ROOT.is_dir():
-        pytest.skip(f"real STS-B-DIR split files not at {REAL_ROOT}")
-    return load_sts_b(REAL_ROOT)
+    return load_sts_b(require_real_split("sts-b-dir"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -57,9 +61,9 @@ def real_data():
 
 @needs_real
 def test_real_row_counts(real_data):
-    assert {s: len(read_sts_tsv(REAL_ROOT / n).rows) for s, n in sts_b.SPLIT_FILES.items()} == \
+    assert {s: len(read_sts_tsv(REAL_ROOT / n).rows) for s, n in SPLIT_FILES.items()} == \
         {"train": 5249, "val": 1000, "test": 1000}
-    for split, n in sts_b.PUBLISHED_ROWS.items():
+    for split, n in PUBLISHED_ROWS.items():
         labels = real_data.labels(split)
         assert labels.shape == (n,) and labels.dtype == np.float32
         assert labels.min() >= 0 and labels.max() <= 5
@@ -69,8 +73,8 @@ def test_real_row_counts(real_data):
 @needs_real
 def test_real_split_files_match_recorded_hashes():
     # The download checks against these; they must describe the files the tests use.
-    for name, expected in sts_b.RANKSIM_SOURCE.files.items():
-        assert sts_b._matches(REAL_ROOT / name, expected), name
+    for name, expected in RANKSIM_SOURCE.files.items():
+        assert published._matches(REAL_ROOT / name, expected), name
 
 
 @needs_real
@@ -108,11 +112,11 @@ def test_real_vocabulary_order_and_cap(real_data):
     assert len(vocab) == len(set(vocab)) <= 30000 + 2
     # Slow recount: token frequencies over all splits, truncated to 40, must not increase.
     counts = {}
-    for name in sts_b.SPLIT_FILES.values():
+    for name in SPLIT_FILES.values():
         text = read_sts_tsv(REAL_ROOT / name)
         for s1, s2 in zip(text.sentence1, text.sentence2):
             for s in (s1, s2):
-                for t in sts_b.tokenize(s, 40):
+                for t in tokenize(s, 40):
                     counts[t] = counts.get(t, 0) + 1
     assert set(vocab[2:]) == set(counts)
     freqs = [counts[w] for w in vocab[2:]]
@@ -167,7 +171,7 @@ def test_malformed_row_names_file_and_line(tmp_path, bad, message):
 def test_empty_sentence_and_bad_header_are_user_errors(tmp_path):
     path = write_tsv(tmp_path / "dev_new.tsv", [row("A cat.", "A dog.", "1"), row("A cat.", "  ", "1")])
     with pytest.raises(UserError, match="dev_new.tsv, line 3: a sentence has no token"):
-        sts_b.tokenise_split(path)
+        tokenise_split(path)
     with pytest.raises(UserError, match="line 1: header"):
         read_sts_tsv(write_tsv(tmp_path / "x.tsv", [row("a", "b", "1")], header=HEADER[:7] + ["s1", "s2", "y"]))
 
@@ -199,9 +203,9 @@ def test_vocabulary_cap_ties_and_unknown():
 
 
 def test_tokenizer_needs_no_nltk_data_and_truncates():
-    tokens = sts_b.tokenize("A man's \"quoted\" words, (forty) of them!", max_seq_len=40)
+    tokens = tokenize("A man's \"quoted\" words, (forty) of them!", max_seq_len=40)
     assert tokens == ["A", "man", "'s", "``", "quoted", "''", "words", ",", "(", "forty", ")", "of", "them", "!"]
-    assert sts_b.tokenize(" ".join(["w"] * 50), max_seq_len=40) == ["w"] * 40
+    assert tokenize(" ".join(["w"] * 50), max_seq_len=40) == ["w"] * 40
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,12 +290,12 @@ def test_rebuild_is_seed_stable_capped_and_disjoint(tmp_path):
     counts = rebuild_splits(tmp_path / "glue", tmp_path / "a", seed=0)
     rebuild_splits(tmp_path / "glue", tmp_path / "b", seed=0)
     rebuild_splits(tmp_path / "glue", tmp_path / "c", seed=1)
-    names = sts_b.SPLIT_FILES.values()
+    names = SPLIT_FILES.values()
     for n in names:
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes()
     assert any((tmp_path / "a" / n).read_bytes() != (tmp_path / "c" / n).read_bytes() for n in names)
 
-    texts = {s: read_sts_tsv(tmp_path / "a" / n) for s, n in sts_b.SPLIT_FILES.items()}
+    texts = {s: read_sts_tsv(tmp_path / "a" / n) for s, n in SPLIT_FILES.items()}
     assert {s: len(t.rows) for s, t in texts.items()} == counts
     # Per bin (slow loop over the 20 bins of width 0.25): dev and test get 50 each from a bin of
     # 100 or more pairs, n // 3 each from a smaller one.
@@ -311,15 +315,15 @@ def test_rebuild_is_seed_stable_capped_and_disjoint(tmp_path):
 def test_rebuild_command_guards(tmp_path, capsys):
     make_glue(tmp_path / "glue", [110] * 20)
     out = tmp_path / "out"
-    assert sts_b.prepare_sts_b_main(["--root", str(out), "--rebuild", "--glue-dir", str(tmp_path / "glue")]) == 0
+    assert prepare_sts_b_main(["--root", str(out), "--rebuild", "--glue-dir", str(tmp_path / "glue")]) == 0
     table = capsys.readouterr().out
     assert "train" in table and "5,249" in table and "(differs)" in table
     with pytest.raises(UserError, match="--force"):
-        sts_b.prepare_sts_b_main(["--root", str(out), "--rebuild", "--glue-dir", str(tmp_path / "glue")])
+        prepare_sts_b_main(["--root", str(out), "--rebuild", "--glue-dir", str(tmp_path / "glue")])
     with pytest.raises(UserError, match="needs --glue-dir"):
-        sts_b.prepare_sts_b_main(["--root", str(out), "--rebuild"])
+        prepare_sts_b_main(["--root", str(out), "--rebuild"])
     with pytest.raises(UserError, match="train.tsv does not exist"):
-        sts_b.prepare_sts_b_main(["--root", str(tmp_path / "o2"), "--rebuild", "--glue-dir", str(tmp_path)])
+        prepare_sts_b_main(["--root", str(tmp_path / "o2"), "--rebuild", "--glue-dir", str(tmp_path)])
 
 
 # ------------------------------------------------------------------------------------------
@@ -352,32 +356,32 @@ def test_download_splits_checks_hashes(tmp_path, monkeypatch, capsys):
         shutil.copyfile(REAL_ROOT / url.rsplit("/", 1)[1], dest)
         return dest
 
-    monkeypatch.setattr(sts_b, "_download", fake_download)
+    monkeypatch.setattr(published, "_download", fake_download)
     root = tmp_path / "sts"
-    assert sts_b.prepare_sts_b_main(["--root", str(root)]) == 0
-    assert all(u.startswith(sts_b.RANKSIM_SOURCE.base_urls[0]) for u in calls) and len(calls) == 3
+    assert prepare_sts_b_main(["--root", str(root)]) == 0
+    assert all(u.startswith(RANKSIM_SOURCE.base_urls[0]) for u in calls) and len(calls) == 3
     table = capsys.readouterr().out
     assert re.search(r"^train\s+train_new.tsv\s+5,249\s+5,249$", table, re.M) and "(differs)" not in table
     # Already there and matching: nothing is fetched again.
-    sts_b.prepare_sts_b_main(["--root", str(root)])
+    prepare_sts_b_main(["--root", str(root)])
     assert len(calls) == 3
 
     # A corrupted file is refused without --force, and a wrong download is deleted.
     (root / "dev_new.tsv").write_text("index\n", encoding="utf-8")
     with pytest.raises(UserError, match="differs from the published"):
-        sts_b.download_splits(root)
-    monkeypatch.setattr(sts_b, "_download", lambda url, dest, expected_size=None: Path(dest).write_text("x"))
+        download_splits(root)
+    monkeypatch.setattr(published, "_download", lambda url, dest, expected_size=None: Path(dest).write_text("x"))
     with pytest.raises(UserError, match="SHA-256 differs"):
-        sts_b.download_splits(root, force=True)
+        download_splits(root, force=True)
     assert not (root / "dev_new.tsv").exists()
 
 
 def test_download_falls_back_to_head_and_serves_over_http(tmp_path, http_dir, monkeypatch, capsys):
     """The DIR source has no recorded hashes, so small generated files can stand in for it."""
     www, base = http_dir
-    for name in sts_b.SPLIT_FILES.values():
+    for name in SPLIT_FILES.values():
         write_tsv(www / name, [row(f"A man {i}.", "A dog.", f"{i % 6}", i) for i in range(4)])
-    pinned, head = sts_b.DIR_SOURCE.base_urls
+    pinned, head = DIR_SOURCE.base_urls
     calls = []
 
     def fake_download(url, dest, expected_size=None):
@@ -386,15 +390,15 @@ def test_download_falls_back_to_head_and_serves_over_http(tmp_path, http_dir, mo
             raise UserError(f"cannot reach {url}")
         shutil.copyfile(www / url.rsplit("/", 1)[1], dest)
 
-    monkeypatch.setattr(sts_b, "_download", fake_download)
-    assert sts_b.prepare_sts_b_main(["--root", str(tmp_path / "a"), "--source", "dir"]) == 0
+    monkeypatch.setattr(published, "_download", fake_download)
+    assert prepare_sts_b_main(["--root", str(tmp_path / "a"), "--source", "dir"]) == 0
     assert [u.startswith(head) for u in calls] == [False, True] * 3
     assert capsys.readouterr().out.count("(differs)") == 3
 
     pytest.importorskip("ranksim.data.download")
     monkeypatch.undo()
-    assert sts_b.prepare_sts_b_main(["--root", str(tmp_path / "b"), "--source", "dir", "--base-url", base]) == 0
-    for name in sts_b.SPLIT_FILES.values():
+    assert prepare_sts_b_main(["--root", str(tmp_path / "b"), "--source", "dir", "--base-url", base]) == 0
+    for name in SPLIT_FILES.values():
         assert (tmp_path / "b" / name).read_bytes() == (www / name).read_bytes()
 
 
@@ -402,12 +406,12 @@ def test_download_falls_back_to_head_and_serves_over_http(tmp_path, http_dir, mo
 def test_download_over_local_http(tmp_path, http_dir):
     pytest.importorskip("ranksim.data.download")
     www, base = http_dir
-    for name in sts_b.SPLIT_FILES.values():
+    for name in SPLIT_FILES.values():
         shutil.copyfile(REAL_ROOT / name, www / name)
     from ranksim.data.prepare import main
     root = tmp_path / "sts"
     assert main(["sts_b", "--root", str(root), "--base-url", base]) == 0
-    assert all(sts_b._matches(root / n, sts_b.RANKSIM_SOURCE.files[n]) for n in sts_b.SPLIT_FILES.values())
+    assert all(published._matches(root / n, RANKSIM_SOURCE.files[n]) for n in SPLIT_FILES.values())
     # Unreachable server: a user error (exit status 2), not a traceback.
     assert main(["sts_b", "--root", str(tmp_path / "other"), "--base-url", "http://127.0.0.1:9/"]) == 2
 
@@ -422,9 +426,9 @@ def test_glove_command_over_local_http_then_load(tmp_path, http_dir, real_data, 
     glove_dir = tmp_path / "glove"
     with pytest.raises(UserError, match="no cached GloVe matrix.*prepare glove"):
         load_sts_b(REAL_ROOT, glove_dir=glove_dir)
-    assert sts_b.prepare_glove_main(["--root", str(glove_dir), "--sts-b-root", str(REAL_ROOT),
+    assert prepare_glove_main(["--root", str(glove_dir), "--sts-b-root", str(REAL_ROOT),
                                      "--url", base + "glove.zip"]) == 0
-    assert (glove_dir / sts_b.GLOVE_ZIP).is_file()
+    assert (glove_dir / GLOVE_ZIP).is_file()
     assert re.search(r"^in GloVe\s+4 ", capsys.readouterr().out, re.M)
     data = load_sts_b(REAL_ROOT, glove_dir=glove_dir)
     assert data.vocab == real_data.vocab

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from conftest import needs_real_split, real_split_dir
+
 REPO = Path(__file__).resolve().parent.parent
-STS_B = REPO.parent / "shared" / "data" / "sts-b-dir"
+STS_B = real_split_dir("sts-b-dir")
 sys.path.insert(0, str(REPO))
 
 
-@pytest.mark.skipif(not (STS_B / "train_new.tsv").is_file(), reason="../shared/data/sts-b-dir is not here")
+@needs_real_split("sts-b-dir")
 def test_sts_b_training_with_fds_and_ranksim(tmp_path):
     import train as train_cli
 

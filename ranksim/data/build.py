@@ -56,13 +56,13 @@ def split_file_path(cfg: Config) -> Path:
 
 
 def build_age_data(cfg: Config) -> DataBundle:
-    from ranksim.data.age import AgeDataset, open_cache
-    from ranksim.data.prepare_age import read_age_split
+    from ranksim.data.age.dataset import AgeDataset, open_cache
+    from ranksim.data.age.split_file import read_age_split
 
     d = cfg.data
     root = Path(d.root)
     if d.dataset == "synthetic":
-        from ranksim.data.synthetic import ensure_synthetic
+        from ranksim.data.age.synthetic import ensure_synthetic
         ensure_synthetic(root, d.synthetic)
     split_file = split_file_path(cfg)
     if not root.is_dir():
@@ -95,7 +95,7 @@ def build_age_data(cfg: Config) -> DataBundle:
 
 
 def build_sts_b_data(cfg: Config) -> DataBundle:
-    from ranksim.data.sts_b import collate_sts_b, load_sts_b
+    from ranksim.data.sts_b.dataset import collate_sts_b, load_sts_b
 
     d = cfg.data
     data = load_sts_b(d.root, glove_dir=d.glove_dir or None, max_seq_len=d.max_seq_len, max_vocab=d.max_vocab)

@@ -18,7 +18,6 @@ use it.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -181,12 +180,3 @@ def _finish(part: Path, dest: Path, size: int, want: int | None, url: str) -> Pa
     os.replace(part, dest)
     logger.info("downloaded %s (%s bytes)", dest, f"{size:,}")
     return dest
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks (split files and downloads are checked by it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -1,9 +1,10 @@
 """Dataset preparation commands: ``python -m ranksim.data.prepare DATASET [options]``.
 
-Each dataset's preparation lives beside its reader; this module only dispatches, so that one
-command name serves every dataset and ``--help`` lists them all. Every preparation function takes
-the remaining command-line arguments and returns an exit status; a :class:`~ranksim.errors.UserError`
-becomes one short message and exit status 2.
+Each dataset family's preparation commands live in its package (``ranksim/data/age/prepare.py``,
+``ranksim/data/sts_b/prepare.py``); this module only dispatches, so that one command name serves
+every dataset and ``--help`` lists them all. Every preparation function takes the remaining
+command-line arguments and returns an exit status; a :class:`~ranksim.errors.UserError` becomes one
+short message and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ from ranksim.errors import UserError
 # name -> (module, function, one-line help). The module is imported only when chosen, so that
 # preparing one dataset never needs another's optional dependencies.
 COMMANDS = {
-    "imdb_wiki": ("ranksim.data.prepare_age", "prepare_imdb_wiki_main",
+    "imdb_wiki": ("ranksim.data.age.prepare", "prepare_imdb_wiki_main",
                   "download IMDB-WIKI face crops and the IMDB-WIKI-DIR split (or rebuild it)"),
-    "agedb": ("ranksim.data.prepare_age", "prepare_agedb_main",
+    "agedb": ("ranksim.data.age.prepare", "prepare_agedb_main",
               "unpack the AgeDB zip you obtained and get the AgeDB-DIR split (or rebuild it)"),
-    "cache": ("ranksim.data.image_cache", "build_cache_main",
+    "cache": ("ranksim.data.age.prepare", "build_cache_main",
               "build the one-time 224x224 uint8 image cache of an age dataset"),
-    "sts_b": ("ranksim.data.sts_b", "prepare_sts_b_main",
+    "sts_b": ("ranksim.data.sts_b.prepare", "prepare_sts_b_main",
               "download the STS-B-DIR split files (or rebuild them from GLUE STS-B)"),
-    "glove": ("ranksim.data.sts_b", "prepare_glove_main",
+    "glove": ("ranksim.data.sts_b.prepare", "prepare_glove_main",
               "download GloVe 840B 300-d and cache the embedding matrix for the STS-B vocabulary"),
 }
 

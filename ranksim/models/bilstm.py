@@ -3,7 +3,7 @@
 ``BiLSTMRegressor(inputs, targets=None, epoch=None) -> (pred (B, 1), features (B, 8 * hidden))``
 
 - ``inputs = (s1 (B, L1) int64, len1 (B,) int64, s2 (B, L2) int64, len2 (B,) int64)``, the
-  batches of :func:`ranksim.data.sts_b.collate_sts_b`: token ids padded with 0, and the true
+  batches of :func:`ranksim.data.sts_b.dataset.collate_sts_b`: token ids padded with 0, and the true
   length of every sentence (``1 <= len <= L``).
 - Each sentence: embedding ``(B, L, E)`` (GloVe, frozen, when given), dropout, a 2-layer
   bidirectional LSTM over the packed sequence (padding never enters the recurrence), dropout,

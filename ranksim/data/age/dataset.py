@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from ranksim.data.image_cache import (ImageCache, cached_eval_transform, cached_train_transform,
-                                      default_cache_path, load_image, plain_eval_transform,
-                                      plain_train_transform)
+from ranksim.data.age.image_cache import ImageCache, default_cache_path
+from ranksim.data.age.transforms import (cached_eval_transform, cached_train_transform, load_image,
+                                         plain_eval_transform, plain_train_transform)
 from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)

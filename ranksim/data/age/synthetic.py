@@ -12,7 +12,8 @@ data root, exactly as AgeDB-DIR is laid out, so the real age reader is what read
   Gaussian pixel noise. A small CNN learns it in a few epochs; the noise keeps it from being
   trivial.
 * **Split**: for each label, ``min(n // 3, max_per_label)`` samples go to val and as many to test
-  (the DIR procedure of SPEC 6, :func:`~ranksim.data.prepare_age.make_balanced_split`, with a smaller cap); the rest is train.
+  (the DIR procedure of SPEC 6, :func:`~ranksim.data.age.rebuild_split.make_balanced_split`, with a
+  smaller cap); the rest is train.
 
 Generation is deterministic in the :class:`~ranksim.config.SyntheticConfig`; a ``synthetic.json``
 beside the CSV records it, and a root whose record differs is regenerated. Files are written into
@@ -33,8 +34,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ranksim.data.image_cache import build_cache
-from ranksim.data.prepare_age import make_balanced_split, write_age_split
+from ranksim.data.age.image_cache import build_cache
+from ranksim.data.age.rebuild_split import make_balanced_split
+from ranksim.data.age.split_file import write_age_split
 
 logger = logging.getLogger(__name__)
 
