@@ -359,6 +359,9 @@ def validate(cfg: Config) -> None:
         raise UserError("method.rrt.enabled needs method.rrt.stage1=RUN_DIR, the finished stage-1 run to re-train the regressor of")
     if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise UserError(f"'device' is {cfg.device!r}; valid values: auto, cpu, cuda, cuda:N")
+    if not 0 < cfg.schedule.plateau_lr_factor <= 1:
+        raise UserError(f"'schedule.plateau_lr_factor' must be in (0, 1] (1 = no plateau decay), "
+                        f"got {cfg.schedule.plateau_lr_factor}")
     positive = ("optim.lr", "optim.batch_size", "schedule.epochs", "data.image_size")
     for key in positive:
         if get_key(cfg, key) <= 0:

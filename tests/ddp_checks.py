@@ -36,7 +36,7 @@ def check_fds(out: Path) -> None:
         totals = fds.bucket_statistics(features[shard] * (epoch + 1), labels[shard])
         totals = tuple(all_reduce_sum(t) for t in totals)
         fds.update_last_epoch_stats(epoch)
-        fds.update_from_bucket_statistics(*totals, epoch)
+        fds.update_from_totals(*totals, epoch)
     torch.save(fds.state_dict(), out / f"rank{get_rank()}.pt")
 
 

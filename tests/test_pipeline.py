@@ -231,11 +231,14 @@ def test_iteration_validation_patience_and_plateau_decay(tmp_path, data_root):
     assert rc == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2 * (i + 1) for i in range(len(records))]
+    # A record's lr is the one trained with up to that validation; the plateau scheduler then
+    # halves it when that validation was not a new best.
     bad = 0
     for before, after in zip(records, records[1:]):
-        bad = 0 if after["best"] else bad + 1
-        expected = before["lr"] * (1.0 if after["best"] else 0.5)
+        expected = before["lr"] * (1.0 if before["best"] else 0.5)
         assert after["lr"] == pytest.approx(expected), "LR not multiplied by plateau_lr_factor"
+    for record in records:
+        bad = 0 if record["best"] else bad + 1
     assert bad == 2 or len(records) == 12, "stopped neither by patience nor by max_validations"
 
 
