@@ -149,6 +149,9 @@ def test_rrt_stage2_with_fds_keeps_stage1_statistics_until_their_epoch(tmp_path,
     best_path = stage1 / "checkpoints" / "best.pt"
     best = torch.load(best_path, weights_only=False)
     best["model"]["head.fds.stored_epoch"].fill_(5)  # as if stage 1's best epoch had been 5
+    # Stage 2's frozen encoder would recompute stage 1's own statistics: shift them, so that any
+    # update shows.
+    best["model"]["head.fds.running_mean"] += 1.0
     torch.save(best, best_path)
     rc, stage2 = train(tmp_path, data_root, "fds", "schedule.epochs=1", "method.reweight=sqrt_inv",
                        "method.rrt.enabled=true", f"method.rrt.stage1={stage1}", name="stage2")
