@@ -238,3 +238,18 @@ def test_sts_b_paper_configs_follow_the_authors_recipe():
             assert cfg.schedule.stop_rule == "worst_of_window" and cfg.schedule.patience == 30, path.name
     assert load_config(REPO / "configs/sts_b/focal_ranksim.yaml").method.reweight == "inverse"
     assert load_config(REPO / "configs/sts_b/focal.yaml").method.reweight == "none"
+
+
+def test_plateau_scheduler_halves_on_no_new_best_and_resumes_its_state(data_root):
+    trainer = tiny_trainer(data_root, "schedule.plateau_lr_factor=0.5", "optim.lr=0.1")
+    lrs = []
+    for value in (3.0, 2.0, 2.0, 2.5, 1.0):  # new best, new best, tie, worse, new best
+        trainer.plateau.step(value)
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.025])
+    resumed = tiny_trainer(data_root, "schedule.plateau_lr_factor=0.5", "optim.lr=0.1")
+    resumed.restore(trainer.checkpoint(), Path("memory"))
+    for t in (trainer, resumed):
+        t.plateau.step(1.5)  # worse than the best so far (1.0), though better than the last value
+    assert resumed.optimizer.param_groups[0]["lr"] == trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0125)
+    assert tiny_trainer(data_root).plateau is None, "plateau_lr_factor 1 is no scheduler"
