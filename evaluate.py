@@ -5,8 +5,9 @@
     python evaluate.py path/to/best.pt --split val
     python evaluate.py RUN --per-label --plots [--save-features] [--compare OTHER_RUN ...]
 
-Loads the checkpoint strictly with the config stored in it, prints every metric per shot region
-and writes eval_<split>.json next to the checkpoint's run folder. Optionally:
+Loads the checkpoint strictly with the config stored in it, prints every metric per shot region and
+the feature diagnostics (ranksim.analysis.FeatureDiagnostics), and writes eval_<split>.json next to
+the checkpoint's run folder. Optionally:
 
 - ``--per-label``: ``per_label_<split>.csv`` (label_bin, label, count, mae, mse, region);
 - ``--save-features``: ``features_<split>.npz`` (features, labels, preds), reused by ``--plots``;
@@ -55,8 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ranksim.analysis import (legend_labels, load_compare_run, load_run, per_label_table, write_per_label_csv,
-                                  save_features, write_plots)
+    from ranksim.analysis import (FeatureDiagnostics, diagnostics_line, legend_labels, load_compare_run, load_run,
+                                  per_label_table, save_features, write_per_label_csv, write_plots)
     from ranksim.engine import region_metrics
     from ranksim.errors import UserError
     from ranksim.report import region_table
@@ -68,18 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = load_run(args.target, args.device, args.data_root)
         features_path = run.run_dir / f"features_{args.split}.npz"
-        outputs = run.outputs(args.split, with_features=plots or args.save_features,
+        outputs = run.outputs(args.split, with_features=True,
                               reuse=features_path if plots and not args.save_features else None)
         metrics = region_metrics(outputs.preds, outputs.labels, run.data, run.cfg)
+        cfg = run.cfg
+        diagnostics = FeatureDiagnostics(outputs.labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
+                                         cfg.logging.diagnostic_samples, seed=cfg.seed)(outputs.features)
         others = [load_compare_run(path, run, args.split, args.device, args.data_root) for path in args.compare]
     except UserError as err:
         log.error("%s", err)
         return UserError.exit_code
     output = args.output or run.run_dir / f"eval_{args.split}.json"
     output.write_text(json.dumps({"name": run.cfg.name, "split": args.split, "checkpoint": str(args.target),
-                                  "epoch": run.checkpoint.get("epoch"), "metrics": metrics}, indent=2))
+                                  "epoch": run.checkpoint.get("epoch"), "metrics": metrics,
+                                  "diagnostics": diagnostics}, indent=2))
     print(f"{run.cfg.name}: {args.split} split, checkpoint epoch {run.checkpoint.get('epoch')}")
     print(region_table(metrics))
+    print(f"features: {diagnostics_line(diagnostics)}")
     log.info("written %s", output)
     if args.save_features:
         path = save_features(features_path, outputs, args.split, run.checkpoint_id, args.features_dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -203,6 +204,101 @@ def rank_similarity_correlation(features, labels, chunk_size: int | None = None)
 
 
 # ---------------------------------------------------------------------------------------------
+# Feature diagnostics: what RankSim does to the features, in every run
+
+
+DIAGNOSTIC_NAMES = ("cos_mean", "cos_p05", "ranksim_reg", "rank_corr")
+
+
+class FeatureDiagnostics:
+    """Four numbers that show whether the features carry the label order RankSim asks for.
+
+    Measured on a fixed subset of one split (at most ``max_samples``, drawn once with ``seed``),
+    so that successive validations of a run, and runs of different methods, are comparable:
+
+    - ``cos_mean`` and ``cos_p05``: the mean and the 5th percentile of the pairwise cosine
+      similarity of the features (``i != j``). Both near 1 means the features have collapsed
+      onto one direction, and the order of their similarities is noise.
+    - ``ranksim_reg``: the RankSim regularizer (SPEC 2.3, the run's ``lambda``) without
+      gradients, on consecutive batches of the *training* batch size cut from the subset in its
+      fixed random order, averaged over the batches; de-duplication uses a generator seeded
+      alike every time. This is the quantity a RankSim run minimises, so a RankSim run whose
+      value ends above vanilla's has failed at its own objective.
+    - ``rank_corr``: the mean over the subset of the per-sample Spearman correlation of feature
+      and label similarity (:func:`rank_similarity_correlation`), over the whole subset rather
+      than one batch.
+
+    Features are the model's returned features (the encoder output; FDS does not smooth in eval
+    mode). Everything that depends on the labels alone (the subset, the batches, the label-rank
+    rows with their average ranks for ties) is computed once here, so a call costs one ``(n, n)``
+    similarity matrix and one row-wise argsort. Similarities are ranked ordinally: unlike label
+    ties, exact ties of float similarities only occur for duplicated features, where
+    :func:`rank_similarity_correlation` (average ranks) can differ.
+    """
+
+    def __init__(self, labels, batch_size: int, interpolation_lambda: float, max_samples: int = 2000,
+                 seed: int = 0):
+        labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+        if batch_size < 2 or max_samples < 3 or interpolation_lambda <= 0:
+            raise ValueError(f"need batch_size >= 2, max_samples >= 3 and interpolation_lambda > 0; got "
+                             f"{batch_size}, {max_samples}, {interpolation_lambda}")
+        self.index = torch.from_numpy(np.random.default_rng(seed).permutation(labels.shape[0])[:max_samples])
+        self.labels = torch.from_numpy(labels[self.index.numpy()])
+        n = self.labels.shape[0]
+        self.batch_size = min(batch_size, n)
+        self.interpolation_lambda = interpolation_lambda
+        self.seed = seed
+        # Label-rank rows over j != i, standardised, scattered back into (n, n) with a zero
+        # diagonal: a row-wise dot product with any (n, n) array then ignores its diagonal.
+        y = self.labels.numpy()
+        off_diagonal = ~np.eye(n, dtype=bool)
+        t = (-np.abs(y[:, None] - y[None, :]))[off_diagonal].reshape(n, n - 1)
+        self.label_ranks = torch.zeros(n, n, dtype=torch.float64)
+        self.label_ranks[torch.from_numpy(off_diagonal)] = _standardise_rows(
+            torch.from_numpy(rankdata(t, axis=1, method="average"))).flatten()
+
+    def __call__(self, features) -> dict:
+        """``features``: ``(N, D)`` over the whole split, in dataset order. Returns the four values."""
+        from ranksim.regularizer import batchwise_ranking_regularizer
+
+        x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
+        x = x.detach().flatten(1).float().cpu()[self.index]
+        n = x.shape[0]
+        unit = F.normalize(x, dim=1)
+        similarity = unit @ unit.T
+        cos_mean = float((similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1)))
+        # With the diagonal at +inf it ranks last in its row, so the other n - 1 entries take the
+        # ranks 0..n-2, whose mean and spread are the same for every row; nor does it move the
+        # 5th percentile of the n(n - 1) off-diagonal values.
+        similarity.diagonal().fill_(math.inf)
+        cos_p05 = float(similarity.flatten().kthvalue(max(1, int(0.05 * n * (n - 1)))).values)
+        ranks = torch.empty(n, n, dtype=torch.float64)
+        ranks.scatter_(1, similarity.argsort(dim=1), torch.arange(n, dtype=torch.float64).expand(n, -1))
+        centred = torch.arange(n - 1, dtype=torch.float64)
+        centred -= centred.mean()
+        rho = ((ranks - (n - 2) / 2) * self.label_ranks).sum(dim=1) / centred.norm()  # NaN for constant label rows
+        generator = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            regs = [float(batchwise_ranking_regularizer(x[start:start + self.batch_size],
+                                                        self.labels[start:start + self.batch_size],
+                                                        self.interpolation_lambda, generator))
+                    for start in range(0, n - self.batch_size + 1, self.batch_size)]
+        finite = rho[torch.isfinite(rho)]
+        return {"cos_mean": cos_mean, "cos_p05": cos_p05, "ranksim_reg": float(np.mean(regs)),
+                "rank_corr": float(finite.mean()) if finite.numel() else None}
+
+
+def _standardise_rows(a: torch.Tensor) -> torch.Tensor:
+    """Rows centred and scaled to unit norm, so that a row-wise dot product is Pearson's r."""
+    a = a - a.mean(dim=1, keepdim=True)
+    return a / a.norm(dim=1, keepdim=True)
+
+
+def diagnostics_line(values: dict) -> str:
+    return ", ".join(f"{k} {values[k]:.3f}" if values.get(k) is not None else f"{k} n/a" for k in DIAGNOSTIC_NAMES)
+
+
+# ---------------------------------------------------------------------------------------------
 # Model outputs over a split, and the features file
 
 
@@ -215,37 +311,20 @@ class SplitOutputs:
     features: np.ndarray | None = None  # (N, D) float32 (float16 when read from a float16 file)
 
 
-class _FeatureRecorder(nn.Module):
-    """Wraps a model so that ``engine.predict`` also leaves the features of every batch here."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.features: list[torch.Tensor] = []
-
-    def forward(self, *args, **kwargs):
-        pred, features = self.model(*args, **kwargs)
-        self.features.append(features.detach().flatten(1).float().cpu())
-        return pred, features
-
-
 def model_outputs(model: nn.Module, dataset, data, cfg, device: torch.device, with_features: bool = False,
                   desc: str = "eval") -> SplitOutputs:
     """Predictions, labels and (optionally) features of ``model`` over ``dataset``, in dataset order.
 
     The predictions come from :func:`ranksim.engine.predict` itself, so they are exactly the ones
     of the evaluation metrics and ``results.json``; the features are what the model returns beside
-    them (the encoder output before the regressor; FDS does not smooth in eval mode), recorded on
-    the way. Single process only: under DDP a process would record only its shard's features.
+    them (the encoder output before the regressor; FDS does not smooth in eval mode).
     """
     from ranksim.engine import predict
 
-    recorder = _FeatureRecorder(model) if with_features else model
-    preds, labels = predict(recorder, dataset, data, cfg, device, desc)
-    features = torch.cat(recorder.features).numpy() if with_features else None
-    if features is not None and features.shape[0] != preds.shape[0]:
-        raise RuntimeError(f"recorded {features.shape[0]} feature rows for {preds.shape[0]} predictions")
-    return SplitOutputs(preds, labels, features)
+    if not with_features:
+        return SplitOutputs(*predict(model, dataset, data, cfg, device, desc))
+    preds, labels, features = predict(model, dataset, data, cfg, device, desc, with_features=True)
+    return SplitOutputs(preds, labels, features.numpy())
 
 
 FEATURES_DTYPES = ("float32", "float16")

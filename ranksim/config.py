@@ -100,6 +100,10 @@ class RankSimConfig:
     # samples); true gathers the features of all processes first, so that RankSim sees the global
     # batch, as the paper's single-GPU batch does.
     gather: bool = False         # see above
+    # Not in the paper (off by default): subtract the batch mean of the features before the cosine
+    # similarity, so that a component common to all samples (pooled ReLU features) cannot
+    # dominate every similarity. See the README's "What RankSim does to the features".
+    center_features: bool = False  # see above
 
 
 @dataclass
@@ -158,6 +162,10 @@ class LoggingConfig:
     log_every_iters: int = 50    # TensorBoard training scalars every N iterations
     progress: bool = True        # tqdm bars; off in CI logs
     max_loss: float = 1e6        # a loss above this (or NaN/inf) stops the run: the model has diverged
+    # Feature diagnostics at every validation and in results.json (ranksim.analysis.FeatureDiagnostics):
+    # pairwise cosine mean/5th percentile, the RankSim regularizer on fixed batches, rank correlation.
+    diagnostics: bool = True     # cheap (one n x n similarity matrix); shows a collapse of the features
+    diagnostic_samples: int = 2000  # fixed random subset of the split they are measured on; larger costs O(n^2)
 
 
 @dataclass

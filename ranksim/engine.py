@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
+from ranksim.analysis import FeatureDiagnostics, diagnostics_line
 from ranksim.config import Config, config_from_dict, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
@@ -127,8 +128,11 @@ def selection_metric(cfg: Config) -> str:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
-            desc: str = "eval") -> tuple[np.ndarray, np.ndarray]:
+            desc: str = "eval", with_features: bool = False):
     """Predictions (float64) and labels (in the dataset's float32) over ``dataset``, ``(N,)`` arrays.
+
+    With ``with_features``, also the features the model returns beside its predictions (the
+    encoder output; FDS does not smooth in eval mode), a float32 CPU tensor ``(N, D)``.
 
     Labels keep their float32 values: widening float32(2.6) to float64 gives 2.5999999, which
     falls in STS-B bin 25 instead of 26 (ranksim.binning compares in the labels' own precision).
@@ -137,16 +141,20 @@ def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: to
     order, so every process gets the single-process arrays.
     """
     model.eval()
-    preds, labels = [], []
+    preds, labels, features = [], [], []
     loader = sharded_loader(cfg, dataset, data)
     for inputs, targets, _ in tqdm(loader, desc=desc, leave=False, disable=not (cfg.logging.progress and is_main_process())):
         with autocast(cfg, device):
-            pred, _ = model(to_device(inputs, device))
+            pred, feature = model(to_device(inputs, device))
         preds.append(pred.float().reshape(-1) * data.target_scale)
         labels.append(targets.to(device).reshape(-1).float())
-    preds = gather_shards(torch.cat(preds), len(dataset))
-    labels = gather_shards(torch.cat(labels), len(dataset))
-    return preds.double().cpu().numpy(), labels.cpu().numpy()
+        if with_features:
+            features.append(feature.detach().flatten(1).float())
+    preds = gather_shards(torch.cat(preds), len(dataset)).double().cpu().numpy()
+    labels = gather_shards(torch.cat(labels), len(dataset)).cpu().numpy()
+    if not with_features:
+        return preds, labels
+    return preds, labels, gather_shards(torch.cat(features), len(dataset)).cpu()
 
 
 def autocast(cfg: Config, device: torch.device):
@@ -271,6 +279,7 @@ class Trainer:
         if m.ranksim.enabled and m.rrt.enabled:
             logger.info("RRT stage 2: RankSim was applied in stage 1; the frozen encoder needs no regularizer")
         self.state = TrainState()
+        self.diagnostics: dict[str, FeatureDiagnostics] = {}  # per split, made at its first evaluation
         self.ranksim_generator = torch.Generator(device=device)
         # The same sampler with or without DDP: a seeded permutation per epoch (set_epoch), split
         # across processes; with one process it is a plain seeded shuffle. Each sample's
@@ -316,7 +325,8 @@ class Trainer:
         """RankSim on this process's batch, or on the gathered global batch (``ranksim.gather``)."""
         r = self.cfg.method.ranksim
         regularizer = gathered_ranking_regularizer if r.gather else batchwise_ranking_regularizer
-        return regularizer(features.float(), targets, r.interpolation_lambda, generator=self.ranksim_generator)
+        return regularizer(features.float(), targets, r.interpolation_lambda, generator=self.ranksim_generator,
+                           center_features=r.center_features)
 
     def train_epoch(self, epoch: int) -> dict:
         cfg, device = self.cfg, self.device
@@ -427,9 +437,28 @@ class Trainer:
 
     # -- validation and checkpoints ---------------------------------------------------------------
 
+    def evaluate_split(self, split: str) -> tuple[dict, np.ndarray, np.ndarray, dict | None]:
+        """Metrics, predictions and labels over ``split``, and the feature diagnostics when enabled.
+
+        The diagnostics use a subset of the split fixed at the first call, so that every
+        validation of the run measures the same samples (main process only; None elsewhere).
+        """
+        cfg, dataset = self.cfg, getattr(self.data, split)
+        if not cfg.logging.diagnostics:
+            return (*evaluate(self.model, dataset, self.data, cfg, self.device, split), None)
+        preds, labels, features = predict(self.model, dataset, self.data, cfg, self.device, split, with_features=True)
+        diagnostics = None
+        if self.main:
+            if split not in self.diagnostics:
+                self.diagnostics[split] = FeatureDiagnostics(
+                    labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
+                    cfg.logging.diagnostic_samples, seed=cfg.seed)
+            diagnostics = self.diagnostics[split](features)
+        return region_metrics(preds, labels, self.data, cfg), preds, labels, diagnostics
+
     def validate(self, epoch: int, train_metrics: dict) -> dict:
         cfg, st = self.cfg, self.state
-        metrics, preds, labels = evaluate(self.model, self.data.val, self.data, cfg, self.device, "val")
+        metrics, preds, labels, diagnostics = self.evaluate_split("val")
         st.validations += 1
         value = metrics["all"][self.select_by]
         st.val_history.append(value)
@@ -444,6 +473,9 @@ class Trainer:
             return metrics
         record = {"epoch": epoch, "step": st.global_step, "lr": self.optimizer.param_groups[0]["lr"],
                   "train": train_metrics, "val": metrics, "best": improved}
+        if diagnostics is not None:
+            record["val_diagnostics"] = diagnostics
+            logger.info("epoch %d val features: %s", epoch, diagnostics_line(diagnostics))
         append_jsonl(self.run_dir / "metrics.jsonl", record)
         logger.info("epoch %d step %d: train loss %.4f | val %s all %.4f (many %s, medium %s, few %s)%s",
                     epoch, st.global_step, train_metrics["loss"], self.select_by, value,
@@ -456,6 +488,9 @@ class Trainer:
                         self.writer.add_scalar(f"val_{region}/{name}", v, st.global_step)
             for name, v in train_metrics.items():
                 self.writer.add_scalar(f"train_epoch/{name}", v, epoch)
+            for name, v in (diagnostics or {}).items():
+                if v is not None:
+                    self.writer.add_scalar(f"val_features/{name}", v, st.global_step)
             self.writer.add_figure("val/per_label_error", _per_label_figure(preds, labels, self.data), st.global_step)
         return metrics
 
@@ -501,9 +536,11 @@ class Trainer:
         best_path = self.run_dir / "checkpoints" / "best.pt"
         best = load_checkpoint(best_path)
         load_state_strict(self.module, best["model"], best_path)
-        metrics, preds, labels = evaluate(self.model, self.data.test, self.data, self.cfg, self.device, "test")
+        metrics, preds, labels, diagnostics = self.evaluate_split("test")
         results = {"name": self.cfg.name, "split": "test", "best_epoch": best["epoch"],
                    "select_by": self.select_by, "metrics": metrics}
+        if diagnostics is not None:
+            results["diagnostics"] = diagnostics
         if self.main:
             (self.run_dir / "results.json").write_text(json.dumps(results, indent=2))
             if self.writer is not None:

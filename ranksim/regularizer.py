@@ -149,7 +149,8 @@ def label_ranks(labels: torch.Tensor, sort_index: torch.Tensor | None, dtype: to
 
 def batchwise_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor,
                                   interpolation_lambda: float,
-                                  generator: torch.Generator | None = None) -> torch.Tensor:
+                                  generator: torch.Generator | None = None,
+                                  center_features: bool = False) -> torch.Tensor:
     """The RankSim regularizer of one batch (see the module docstring).
 
     Args:
@@ -158,12 +159,19 @@ def batchwise_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor,
         targets: ``(B,)`` or ``(B, 1)`` regression targets.
         interpolation_lambda: the blackbox interpolation strength ``lambda > 0`` (paper: 2).
         generator: optional ``torch.Generator`` for the de-duplication draw (reproducible runs).
+        center_features: not in the paper, off by default: subtract the mean feature of the whole
+            batch (before de-duplication) first, so that the similarities compare how samples
+            differ rather than a component they all share (see the README's "What RankSim does to
+            the features").
 
     Returns:
         Scalar tensor (float32, or float64 for float64 features): the sum over the ``m`` rows of the
         per-row mean squared rank difference, so it lies in ``[0, m)``. 0 for a single sample.
     """
     y = _check_inputs(features, targets).detach()
+    if center_features:
+        features = features.flatten(1)
+        features = features - features.mean(dim=0, keepdim=True)
     # Label differences in float64 (where the device has it), so that distinct distances stay
     # distinct for any integer or float targets.
     y = y.to(torch.float32 if y.device.type == "mps" else torch.float64)
@@ -189,7 +197,7 @@ def batchwise_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor,
 
 
 def gathered_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor, interpolation_lambda: float,
-                                 generator: torch.Generator | None = None) -> torch.Tensor:
+                                 generator: torch.Generator | None = None, center_features: bool = False) -> torch.Tensor:
     """RankSim on the batch of all DDP processes, with gradients through this process's features.
 
     Every process gets the value of :func:`batchwise_ranking_regularizer` on the concatenation
@@ -206,4 +214,5 @@ def gathered_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor, 
     targets = _check_inputs(features, targets)
     all_features, _ = gather_with_local_grad(features.reshape(batch, -1))
     all_targets, _ = gather_with_local_grad(targets)
-    return batchwise_ranking_regularizer(all_features, all_targets, interpolation_lambda, generator=generator)
+    return batchwise_ranking_regularizer(all_features, all_targets, interpolation_lambda, generator=generator,
+                                         center_features=center_features)

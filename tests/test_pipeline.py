@@ -85,6 +85,9 @@ def test_train_end_to_end(tmp_path, data_root, method):
         assert any(key.startswith("head.fds.") for key in state), "FDS buffers are not in the checkpoint"
     if method == "ranksim":
         assert json.loads(lines[0])["train"]["ranksim_loss"] > 0
+    diagnostics = ("cos_mean", "cos_p05", "ranksim_reg", "rank_corr")  # in every run, not only RankSim's
+    assert set(json.loads(lines[-1])["val_diagnostics"]) == set(diagnostics)
+    assert set(results["diagnostics"]) == set(diagnostics)
 
 
 def test_rrt_loads_stage1_encoder_and_trains_only_the_regressor(tmp_path, data_root):
@@ -170,6 +173,7 @@ def test_evaluate_run_folder_and_checkpoint(tmp_path, data_root):
     evaluated = json.loads((out / "eval_test.json").read_text())
     assert evaluated["metrics"] == json.loads((out / "results.json").read_text())["metrics"]
     assert "medium" in proc.stdout and "mae" in proc.stdout
+    assert "rank_corr" in proc.stdout and evaluated["diagnostics"] == json.loads((out / "results.json").read_text())["diagnostics"]
     proc = run("evaluate.py", str(out / "checkpoints" / "best.pt"), "--split", "val")
     assert proc.returncode == 0, proc.stderr
     assert (out / "eval_val.json").is_file()
@@ -315,7 +319,8 @@ def test_tensorboard_holds_loss_terms_metrics_and_figures(tmp_path, data_root):
         for kind in tags:
             tags[kind] |= set(acc.Tags()[kind])
     assert {"train/loss", "train/task_loss", "train/ranksim_loss", "train/lr",
-            "val_all/mae", "val_few/mae"} <= tags["scalars"]
+            "val_all/mae", "val_few/mae", "val_features/ranksim_reg", "val_features/rank_corr",
+            "val_features/cos_mean", "val_features/cos_p05"} <= tags["scalars"]
     assert {"data/train_label_histogram", "val/per_label_error", "test/per_label_error"} <= tags["images"]
 
 
