@@ -15,6 +15,11 @@ the checkpoint's run folder. Optionally:
   and the per-label rank correlation of feature and label similarity (what RankSim optimises);
 - ``--compare RUN ...``: the per-label curves of other runs on the same axes (implies ``--plots``).
 
+Checkpoints are read with ``torch.load(weights_only=True)``: a file holding anything beyond
+tensors and plain types is refused (exit 2) unless ``--trust-checkpoint`` is given, which is only
+for files you trust. The authors' released checkpoints are converted first
+(``python -m ranksim.convert authors --help``).
+
 The computations live in ``ranksim/analysis.py``.
 """
 
@@ -25,6 +30,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from ranksim.runs import TRUST_HELP
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="dtype of the saved features (float16 halves the file; default float32)")
     parser.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
                         help="other run folders (same dataset and split) drawn on the same axes; implies --plots")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     return parser.parse_args(argv)
 
 
@@ -58,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ranksim.analysis import (FeatureDiagnostics, diagnostics_line, legend_labels, load_compare_run, load_run,
                                   per_label_table, save_features, write_per_label_csv, write_plots)
-    from ranksim.engine import region_metrics
+    from ranksim.convert import is_converted_run
+    from ranksim.engine import region_metrics, selection_metric
     from ranksim.errors import UserError
     from ranksim.report import region_table
     from ranksim.runs import setup_logging
@@ -67,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("ranksim")
     plots = args.plots or bool(args.compare)
     try:
-        run = load_run(args.target, args.device, args.data_root)
+        run = load_run(args.target, args.device, args.data_root, trust=args.trust_checkpoint)
         features_path = run.run_dir / f"features_{args.split}.npz"
         outputs = run.outputs(args.split, with_features=True,
                               reuse=features_path if plots and not args.save_features else None)
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = run.cfg
         diagnostics = FeatureDiagnostics(outputs.labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
                                          cfg.logging.diagnostic_samples, seed=cfg.seed)(outputs.features)
-        others = [load_compare_run(path, run, args.split, args.device, args.data_root) for path in args.compare]
+        others = [load_compare_run(path, run, args.split, args.device, args.data_root, trust=args.trust_checkpoint)
+                  for path in args.compare]
     except UserError as err:
         log.error("%s", err)
         return UserError.exit_code
@@ -87,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     print(region_table(metrics))
     print(f"features: {diagnostics_line(diagnostics)}")
     log.info("written %s", output)
+    if args.split == "test" and args.target.is_dir() and is_converted_run(run.run_dir):
+        # A converted run (python -m ranksim.convert) was never trained: its test metrics are its
+        # results, in train.py's layout, so that scripts/collect_results.py lists it.
+        results = {"name": run.cfg.name, "split": "test", "best_epoch": run.checkpoint.get("epoch"),
+                   "select_by": selection_metric(run.cfg), "metrics": metrics,
+                   "converted_from": run.checkpoint.get("converted_from")}
+        (run.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        log.info("written %s", run.run_dir / "results.json")
     if args.save_features:
         path = save_features(features_path, outputs, args.split, run.checkpoint_id, args.features_dtype)
         log.info("written %s", path)

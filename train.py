@@ -17,6 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ranksim.runs import TRUST_HELP
+
 EPILOG = """\
 overrides:
   key.sub=value pairs after the options change any config key, parsed as YAML:
@@ -39,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="continue RUN_DIR from checkpoints/last.pt with the run's own config.yaml")
     parser.add_argument("--device", help="shortcut for device=...: auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="for --resume's last.pt and the RRT stage-1 checkpoint (method.rrt.stage1): " + TRUST_HELP)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (see below)")
     return parser.parse_args(argv)
 
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.resume:
             run_dir = on_rank0(lambda: choose_run_dir(cfg))
-        results = run_training(cfg, open_run_dir, device, resume=bool(args.resume))
+        results = run_training(cfg, open_run_dir, device, resume=bool(args.resume),
+                               trust_checkpoint=args.trust_checkpoint)
     except UserError as err:
         logging.getLogger("ranksim").error("%s", err)
         return UserError.exit_code

@@ -12,7 +12,10 @@ Prints, for feature size 2048:
   it), and also over our own cosine-similarity part (which saves one of autograd's three
   matmuls), so that the cost of the ranking itself stays visible;
 - FDS ``smooth`` (batch 256) and ``update_running_stats`` (12,208 samples, 100 buckets) against
-  the authors' per-label loop.
+  the authors' per-label loop;
+- ConR forward+backward on the two views of a batch of 64 and of 256 (2 x 64 and 2 x 256 rows,
+  AgeDB-like ages): the vectorised :func:`ranksim.conr.conr_loss` against a loop over the anchors
+  (``--only conr`` runs this part alone).
 
 Each measurement is the minimum over ``--repeats`` rounds, and the candidates of a row are timed
 in turn within each round, so load from other processes hits them alike. Targets (2-core CPU):
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ranksim.conr import conr_loss  # noqa: E402
 from ranksim.fds import FDS  # noqa: E402
 from ranksim.regularizer import CosineSimilarity, batchwise_ranking_regularizer  # noqa: E402
 
@@ -214,16 +218,66 @@ def bench_fds(repeats: int) -> list:
     return rows
 
 
+def loop_conr(features, targets, preds, weights, w=1.0, t=0.07, e=0.01):
+    """ConR one anchor at a time (fixed denominator), as the formula of SPEC 9.2 reads."""
+    q = F.normalize(features, dim=1)
+    total = features.new_zeros(())
+    for i in range(q.shape[0]):
+        sim = q @ q[i] / t
+        dist = (targets - targets[i]).abs()
+        pos = dist <= w
+        pos[i] = False
+        neg = (dist > w) & ((preds - preds[i]).abs() <= w)
+        if not pos.any() or not neg.any():
+            continue
+        denom = sim[pos].exp().sum() + (weights[i] * torch.exp(e * dist[neg]) * sim[neg].exp()).sum()
+        total = total + weights[i] * (denom.log() - sim[pos]).mean()
+    return total / q.shape[0]
+
+
+def bench_conr(repeats: int) -> list:
+    rng = np.random.default_rng(2)
+    rows = []
+    for batch in (64, 256):
+        n = 2 * batch
+        targets = agedb_like_ages(batch, rng).repeat(2)
+        preds = targets + torch.from_numpy(rng.normal(0, 6, n)).float()
+        weights = torch.ones(n)
+        feats = torch.randn(n, DIM, requires_grad=True)
+        ours = conr_loss(feats, targets, preds, weights)
+        assert torch.allclose(ours, loop_conr(feats, targets, preds, weights), rtol=1e-4)
+
+        def run(fn):
+            feats.grad = None
+            fn(feats, targets, preds, weights).backward()
+        t = best_of(repeats, {"ours": lambda: run(conr_loss), "loop": lambda: run(loop_conr)})
+        rows.append((f"2 x {batch}", t["ours"], t["loop"]))
+        print(f"  conr  2x{batch}: ours {t['ours']:9.2f} ms  loop {t['loop']:9.2f} ms", flush=True)
+    return rows
+
+
+def print_conr(rows: list) -> None:
+    print("\nConR forward+backward (ms), D = 2048")
+    print(f"| {'rows':8} | {'ours':>8} | {'loop':>9} | {'loop/ours':>9} |")
+    print(f"|{'-' * 10}|{'-' * 10}|{'-' * 11}|{'-' * 11}|")
+    for size, ours, loop in rows:
+        print(f"| {size:8} | {ours:8.2f} | {loop:9.2f} | {loop / ours:8.1f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=15, help="timing rounds; the minimum is kept")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--only", choices=("all", "conr"), default="all", help="run every benchmark or ConR's alone")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, feature size {DIM}, "
           f"min of {args.repeats} rounds\n")
+    if args.only == "conr":
+        print_conr(bench_conr(args.repeats))
+        return
     ranksim_rows = bench_ranksim(args.repeats)
     fds_rows = bench_fds(args.repeats)
 
@@ -242,6 +296,8 @@ def main() -> None:
     print(f"|{'-' * 26}|{'-' * 28}|{'-' * 10}|{'-' * 11}|{'-' * 11}|")
     for name, size, ours, loop in fds_rows:
         print(f"| {name:24} | {size:26} | {ours:8.2f} | {loop:9.2f} | {loop / ours:8.1f}x |")
+
+    print_conr(bench_conr(args.repeats))
 
     print("\nTargets")
     by_key = {(b, k): (ours, loop, unav) for b, k, _, ours, loop, unav, _ in ranksim_rows}

@@ -445,7 +445,7 @@ def run_dir_of(target: Path) -> Path:
 
 
 def load_run(target: Path, device_name: str | None = None, data_root: str | None = None,
-             expect_dataset: str | None = None) -> LoadedRun:
+             expect_dataset: str | None = None, trust: bool = False) -> LoadedRun:
     """Checkpoint, config (the one stored in the checkpoint), data and model of a run.
 
     Raises ``UserError`` for a missing or foreign checkpoint, a checkpoint that does not match its
@@ -457,7 +457,7 @@ def load_run(target: Path, device_name: str | None = None, data_root: str | None
     from ranksim.runs import load_checkpoint, load_state_strict
 
     target = Path(target)
-    checkpoint = load_checkpoint(target)
+    checkpoint = load_checkpoint(target, trust=trust)  # weights_only unless --trust-checkpoint
     cfg = config_of_checkpoint(checkpoint, target)
     if expect_dataset is not None and cfg.data.dataset != expect_dataset:
         raise UserError(f"{target} is a {cfg.data.dataset} run but the evaluated run is {expect_dataset}; "
@@ -472,7 +472,7 @@ def load_run(target: Path, device_name: str | None = None, data_root: str | None
 
 
 def load_compare_run(target: Path, reference: LoadedRun, split: str, device_name: str | None = None,
-                     data_root: str | None = None) -> LoadedRun:
+                     data_root: str | None = None, trust: bool = False) -> LoadedRun:
     """A run to draw beside ``reference``: finished enough to have a best checkpoint, same dataset and split."""
     target = Path(target)
     if not target.exists():
@@ -482,7 +482,7 @@ def load_compare_run(target: Path, reference: LoadedRun, split: str, device_name
                         "give a run folder whose training has validated at least once")
     if target.is_dir() and not (target / "results.json").is_file():
         logger.warning("%s has not finished (no results.json); comparing its current best.pt", target)
-    run = load_run(target, device_name, data_root, expect_dataset=reference.cfg.data.dataset)
+    run = load_run(target, device_name, data_root, expect_dataset=reference.cfg.data.dataset, trust=trust)
     ours, theirs = dataset_labels(getattr(run.data, split)), dataset_labels(getattr(reference.data, split))
     if ours is not None and theirs is not None and not np.array_equal(ours, theirs):
         raise UserError(f"--compare {target}: its {split} split differs from that of {reference.target} "

@@ -113,20 +113,43 @@ class RRTConfig:
 
 
 @dataclass
+class BalancedMSEConfig:
+    # Balanced MSE (SPEC 9.1), used when method.loss is bmse. The authors' protocol re-trains the
+    # regressor of a vanilla stage 1 (method.rrt) for 10 epochs at lr 1e-4.
+    variant: str = "bmc"         # bmc (batch Monte-Carlo) | gai (Gaussian mixture) | bni (label histogram)
+    init_noise_sigma: float = 10.0  # initial noise scale sigma, in target units; the authors use 10 on age
+    sigma_lr: float = 1e-2       # Adam lr of sigma's own parameter group (authors 1e-2); 0 keeps sigma fixed
+    gmm_components: int = 8      # GAI: components of the 1-D GMM fitted to the training labels (authors 8)
+
+
+@dataclass
+class ConRConfig:
+    # ConR (SPEC 9.2): a contrastive regularizer on two extra augmented views of each batch
+    # (one extra forward pass of 2B images); image datasets only.
+    enabled: bool = False        # add ConR: loss = task + weight * ConR (+ gamma * RankSim)
+    weight: float = 4.0          # beta, the loss weight; authors' AgeDB/IMDB-WIKI README 4
+    threshold: float = 1.0       # w, label distance (target units) under which two samples are positives; authors 1
+    temperature: float = 0.07    # t, similarity temperature; the authors' code uses 0.07 (their README's 0.2 is overridden)
+    push: float = 0.01           # e, pushing-power scale of the negative weights exp(e * |y_i - y_j|); authors 0.01
+
+
+@dataclass
 class MethodConfig:
-    loss: str = "l1"             # l1 | mse | huber | focal_l1 | focal_mse; age uses l1, STS-B mse
+    loss: str = "l1"             # l1 | mse | huber | focal_l1 | focal_mse | bmse (Balanced MSE); age uses l1, STS-B mse
     focal_activate: str = "sigmoid"  # Focal-R factor: sigmoid (paper) or tanh
     focal_beta: float = 0.2      # Focal-R beta (paper 0.2)
     focal_gamma: float = 1.0     # Focal-R gamma (paper 1)
     huber_beta: float = 1.0      # Huber transition point, in target units
     reweight: str = "none"       # none | inverse | sqrt_inv (SPEC 3)
-    # true reproduces the authors' quirks: LDS integer truncation (SPEC 3) and the three FDS quirks
-    # (SPEC 4); the paper-table configs set it. false fixes them and makes a resumed run exact.
+    # true reproduces the authors' quirks: LDS integer truncation (SPEC 3), the three FDS quirks
+    # (SPEC 4) and ConR's denominator (SPEC 9.2); the paper-table configs set it. false fixes them and makes a resumed run exact.
     faithful: bool = False       # see above; the paper-table configs set true
     lds: LDSConfig = field(default_factory=LDSConfig)
     fds: FDSConfig = field(default_factory=FDSConfig)
     ranksim: RankSimConfig = field(default_factory=RankSimConfig)
     rrt: RRTConfig = field(default_factory=RRTConfig)
+    bmse: BalancedMSEConfig = field(default_factory=BalancedMSEConfig)
+    conr: ConRConfig = field(default_factory=ConRConfig)
 
 
 @dataclass
@@ -153,7 +176,7 @@ class ScheduleConfig:
     stop_rule: str = "no_new_best"  # see above: no_new_best | worst_of_window
     max_validations: int = 0     # stop after this many validations (STS-B 300); 0 = no limit
     plateau_lr_factor: float = 1.0  # multiply the LR by this on each validation without a new best; 1 = off (the authors' STS-B trainer stores 0.99 but never applies it)
-    select_by: str = "auto"      # validation metric that picks best.pt: mae | mse | auto (mse when the loss is mse)
+    select_by: str = "auto"      # validation metric that picks best.pt: mae | mse | bmae | bmse (balanced, SPEC 9.1) | auto (mse when the loss is mse or bmse)
 
 
 @dataclass
@@ -166,6 +189,9 @@ class LoggingConfig:
     # pairwise cosine mean/5th percentile, the RankSim regularizer on fixed batches, rank correlation.
     diagnostics: bool = True     # cheap (one n x n similarity matrix); shows a collapse of the features
     diagnostic_samples: int = 2000  # fixed random subset of the split they are measured on; larger costs O(n^2)
+    # Config keys (dotted) added to TensorBoard's hparams, so that its HParams tab compares the
+    # points of an ablation; scripts/sweep.py sets it to the swept keys.
+    hparams: list[str] = field(default_factory=list)  # see above
 
 
 @dataclass
@@ -328,13 +354,14 @@ def dump(cfg: Config, path: Path) -> None:
 CHOICES = {
     "data.dataset": ("synthetic", "agedb", "imdb_wiki", "sts_b"),
     "model.name": ("resnet50", "resnet_small", "bilstm"),
-    "method.loss": ("l1", "mse", "huber", "focal_l1", "focal_mse"),
+    "method.loss": ("l1", "mse", "huber", "focal_l1", "focal_mse", "bmse"),
+    "method.bmse.variant": ("bmc", "gai", "bni"),
     "method.focal_activate": ("sigmoid", "tanh"),
     "method.reweight": ("none", "inverse", "sqrt_inv"),
     "method.lds.kernel": ("gaussian", "triang", "laplace"),
     "method.fds.kernel": ("gaussian", "triang", "laplace"),
     "optim.optimizer": ("adam", "sgd"),
-    "schedule.select_by": ("auto", "mae", "mse"),
+    "schedule.select_by": ("auto", "mae", "mse", "bmae", "bmse"),
     "schedule.stop_rule": ("no_new_best", "worst_of_window"),
     "precision": ("fp32", "bf16", "fp16"),
 }
@@ -365,6 +392,9 @@ def validate(cfg: Config) -> None:
                         "(the paper uses 2)")
     if cfg.method.rrt.enabled and not cfg.method.rrt.stage1:
         raise UserError("method.rrt.enabled needs method.rrt.stage1=RUN_DIR, the finished stage-1 run to re-train the regressor of")
+    for key in cfg.logging.hparams:
+        if key not in all_keys() or dataclasses.is_dataclass(get_key(cfg, key)):
+            raise UserError(f"logging.hparams names '{key}', which is not a config value{_suggest(key)}")
     if not (cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda")):
         raise UserError(f"'device' is {cfg.device!r}; valid values: auto, cpu, cuda, cuda:N")
     if not 0 < cfg.schedule.plateau_lr_factor <= 1:
@@ -374,6 +404,26 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if get_key(cfg, key) <= 0:
             raise UserError(f"'{key}' must be positive, got {get_key(cfg, key)}")
+    _validate_bmse_conr(cfg)
     if (cfg.model.name == "bilstm") != (cfg.data.dataset == "sts_b"):
         raise UserError(f"model.name={cfg.model.name} does not fit data.dataset={cfg.data.dataset}: "
                         "use bilstm for sts_b and a resnet for the image datasets")
+
+
+def _validate_bmse_conr(cfg: Config) -> None:
+    """Balanced MSE and ConR settings (SPEC 9)."""
+    b, c = cfg.method.bmse, cfg.method.conr
+    if b.init_noise_sigma <= 0:
+        raise UserError(f"'method.bmse.init_noise_sigma' must be positive, got {b.init_noise_sigma}")
+    if b.sigma_lr < 0:
+        raise UserError(f"'method.bmse.sigma_lr' must be >= 0 (0 keeps sigma fixed), got {b.sigma_lr}")
+    if b.gmm_components < 1:
+        raise UserError(f"'method.bmse.gmm_components' must be at least 1, got {b.gmm_components}")
+    if c.temperature <= 0:
+        raise UserError(f"'method.conr.temperature' must be positive, got {c.temperature} (the authors use 0.07)")
+    for key in ("weight", "threshold", "push"):
+        if getattr(c, key) < 0:
+            raise UserError(f"'method.conr.{key}' must be >= 0, got {getattr(c, key)}")
+    if c.enabled and cfg.data.dataset == "sts_b":
+        raise UserError("method.conr.enabled is not available for sts_b: ConR's two views are image augmentations "
+                        "(SPEC 9.2) and STS-B has none; see the README's ConR section")

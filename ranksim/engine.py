@@ -37,19 +37,24 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from ranksim.analysis import FeatureDiagnostics, diagnostics_line
-from ranksim.config import Config, config_from_dict, to_dict
+from ranksim.config import Config, config_from_dict, get_key, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
 from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
                                  get_world_size, is_main_process, shard_indices)
 from ranksim.errors import UserError
-from ranksim.losses import get_loss
+from ranksim.conr import conr_loss
+from ranksim.losses import build_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
 from ranksim.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
 from ranksim.runs import append_jsonl, load_checkpoint, load_state_strict, save_atomic
 
 logger = logging.getLogger("ranksim.engine")
+
+
+# The loss terms averaged per epoch (metrics.jsonl "train") and logged to TensorBoard.
+LOSS_TERMS = ("loss", "task_loss", "ranksim_loss", "conr_loss")
 
 
 class TrainingDiverged(UserError):
@@ -119,7 +124,7 @@ def sharded_loader(cfg: Config, dataset, data: DataBundle) -> DataLoader:
 def selection_metric(cfg: Config) -> str:
     if cfg.schedule.select_by != "auto":
         return cfg.schedule.select_by
-    return "mse" if cfg.method.loss in ("mse", "focal_mse") else "mae"
+    return "mse" if cfg.method.loss in ("mse", "focal_mse", "bmse") else "mae"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,10 +234,13 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def load_rrt_stage1(model: nn.Module, cfg: Config) -> None:
-    """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder."""
+def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = False) -> None:
+    """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder.
+
+    ``trust_checkpoint`` (train.py --trust-checkpoint) allows full unpickling of the stage-1 file.
+    """
     source = Path(cfg.method.rrt.stage1)
-    checkpoint = load_checkpoint(source)
+    checkpoint = load_checkpoint(source, trust=trust_checkpoint)
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
     load_state_strict(model, {**state, **fresh}, source)
@@ -249,7 +257,8 @@ class Trainer:
     Only the main process writes files and TensorBoard.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path | None, device: torch.device, writer=None):
+    def __init__(self, cfg: Config, run_dir: Path | None, device: torch.device, writer=None,
+                 trust_checkpoint: bool = False):
         self.cfg, self.run_dir, self.device, self.writer = cfg, run_dir, device, writer
         self.main = is_main_process()
         seed_everything(cfg.seed)
@@ -258,20 +267,26 @@ class Trainer:
         if cfg.model.channels_last and device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
         if cfg.method.rrt.enabled:
-            load_rrt_stage1(self.module, cfg)
+            load_rrt_stage1(self.module, cfg, trust_checkpoint)
         self.fds = self.module.fds
         self.model = torch.compile(self.module) if cfg.model.compile else self.module
         if get_world_size() > 1:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
         trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(cfg, trainable)
+        m = cfg.method
+        # -- Balanced MSE (SPEC 9.1): the loss module's noise scale gets its own optimizer group --
+        self.loss_fn = build_loss(m, self.data.train_labels, self.data.binning, self.data.target_scale)
+        self.bmse = self.loss_fn.to(device) if isinstance(self.loss_fn, nn.Module) else None
+        groups = [{"params": trainable}]
+        if self.bmse is not None:
+            self.bmse.noise_sigma.requires_grad_(m.bmse.sigma_lr > 0)
+            if m.bmse.sigma_lr > 0:
+                groups.append({"params": [self.bmse.noise_sigma], "lr": m.bmse.sigma_lr, "weight_decay": 0.0})
+        # -- ConR (SPEC 9.2): like RankSim, a feature loss that RRT stage 2's frozen encoder cannot use --
+        self.use_conr = m.conr.enabled and not m.rrt.enabled
+        self.optimizer = build_optimizer(cfg, groups)
         self.scheduler, self.plateau = build_schedulers(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-        m = cfg.method
-        params = {"huber": {"beta": m.huber_beta},
-                  "focal_l1": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma},
-                  "focal_mse": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma}}
-        self.loss_fn = get_loss(m.loss, **params.get(m.loss, {}))
         self.select_by = selection_metric(cfg)
         # In RRT stage 2 the encoder is frozen, so RankSim (a loss on its features) cannot change
         # anything: it was applied in stage 1, which is what "RRT + RankSim" means.
@@ -287,19 +302,27 @@ class Trainer:
         self.train_sampler = KeyedSampler(DistributedSampler(self.data.train, num_replicas=get_world_size(),
                                                              rank=get_rank(), shuffle=True, seed=cfg.seed),
                                           cfg.seed, stream=0)
-        self.train_loader = make_loader(cfg, SeededItems(self.data.train), self.data, sampler=self.train_sampler,
+        train_set = self.data.train_views if self.use_conr else self.data.train
+        self.train_loader = make_loader(cfg, SeededItems(train_set), self.data, sampler=self.train_sampler,
                                         persistent=True)
 
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> dict:
-        return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "plateau": self.plateau.state_dict() if self.plateau is not None else None,
-                "state": vars(self.state).copy(), "config": to_dict(self.cfg)}
+        checkpoint = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                      "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                      "plateau": self.plateau.state_dict() if self.plateau is not None else None,
+                      "state": vars(self.state).copy(), "config": to_dict(self.cfg)}
+        if self.bmse is not None:  # noise scale and label-density tensors (plain tensors)
+            checkpoint["loss"] = self.bmse.state_dict()
+        return checkpoint
 
     def restore(self, checkpoint: dict, source: Path) -> None:
         load_state_strict(self.module, checkpoint["model"], source)
+        if self.bmse is not None:
+            if "loss" not in checkpoint:
+                raise UserError(f"{source} holds no Balanced MSE state (noise scale); it was not written with method.loss=bmse")
+            load_state_strict(self.bmse, checkpoint["loss"], source)
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
@@ -337,12 +360,14 @@ class Trainer:
         self.train_sampler.set_epoch(epoch)
         self.ranksim_generator.manual_seed(seed)  # the same on every process: gathered RankSim agrees
         self.set_train_mode()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss, task loss, RankSim term, times samples
+        sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # LOSS_TERMS, times samples
         seen = 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
                    disable=not (cfg.logging.progress and self.main))
         for step, (inputs, targets, weights) in enumerate(bar):
             inputs, targets, weights = to_device(inputs, device), targets.to(device), weights.to(device)
+            if self.use_conr:
+                inputs, views = inputs
             if cfg.model.channels_last and device.type == "cuda" and inputs.dim() == 4:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with autocast(cfg, device):
@@ -358,7 +383,13 @@ class Trainer:
                 # local features; DDP averages gradients over processes, so scale it back up.
                 world = get_world_size() if cfg.method.ranksim.gather else 1
                 backward_loss = task_loss + cfg.method.ranksim.gamma * world * ranksim_loss
-            values = torch.stack([loss.detach(), task_loss.detach(), ranksim_loss.detach()]).double().cpu()
+            conr_term = torch.zeros((), device=device)
+            if self.use_conr:  # SPEC 9.2: its own forward pass of the 2B extra views
+                conr_term = self.conr_loss(views, targets, weights, epoch)
+                loss = loss + cfg.method.conr.weight * conr_term
+                backward_loss = backward_loss + cfg.method.conr.weight * conr_term
+            values = torch.stack([loss.detach(), task_loss.detach(), ranksim_loss.detach(),
+                                  conr_term.detach()]).double().cpu()
             value = float(values[0])
             if not math.isfinite(value) or abs(value) > cfg.logging.max_loss:
                 raise TrainingDiverged(
@@ -366,6 +397,9 @@ class Trainer:
                     f"checkpoints/last.pt keeps the last good epoch. Lower optim.lr or set optim.grad_clip")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(backward_loss).backward()
+            if self.bmse is not None and get_world_size() > 1 and self.bmse.noise_sigma.grad is not None:
+                # sigma lives outside the DDP model, so DDP does not average its gradient
+                all_reduce_sum(self.bmse.noise_sigma.grad).div_(get_world_size())
             if cfg.optim.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
@@ -376,9 +410,11 @@ class Trainer:
             sums += values * n
             self.state.global_step += 1
             if self.writer is not None and self.state.global_step % cfg.logging.log_every_iters == 0:
-                for name, v in zip(("loss", "task_loss", "ranksim_loss"), values.tolist()):
-                    if name != "ranksim_loss" or self.use_ranksim:
+                for name, v in zip(LOSS_TERMS, values.tolist()):
+                    if (name != "ranksim_loss" or self.use_ranksim) and (name != "conr_loss" or self.use_conr):
                         self.writer.add_scalar(f"train/{name}", v, self.state.global_step)
+                if self.bmse is not None:
+                    self.writer.add_scalar("train/noise_sigma", self.bmse.noise_sigma.item(), self.state.global_step)
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.state.global_step)
             bar.set_postfix(loss=f"{value:.3f}")
             if cfg.schedule.val_every_iters and self.state.global_step % cfg.schedule.val_every_iters == 0:
@@ -392,8 +428,21 @@ class Trainer:
     def mean_losses(sums: torch.Tensor, seen: int) -> dict:
         """Sample-weighted mean losses of the epoch over all processes."""
         totals = all_reduce_sum(torch.cat([sums, torch.tensor([float(seen)], dtype=torch.float64)]))
-        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
-        return dict(zip(("loss", "task_loss", "ranksim_loss"), means))
+        n = len(LOSS_TERMS)
+        means = (totals[:n] / totals[n].clamp(min=1)).tolist()
+        return dict(zip(LOSS_TERMS, means))
+
+    def conr_loss(self, views: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, epoch: int) -> torch.Tensor:
+        """ConR on the two extra views ``(B, 2, C, H, W)`` (SPEC 9.2): one forward pass of the 2B
+        images without FDS smoothing (no targets given), detached predictions in label units."""
+        c, batch = self.cfg.method.conr, views.shape[0]
+        views = views.transpose(0, 1).reshape(2 * batch, *views.shape[2:])  # view 1 of the batch, then view 2
+        if self.cfg.model.channels_last and self.device.type == "cuda":
+            views = views.contiguous(memory_format=torch.channels_last)
+        with autocast(self.cfg, self.device):
+            view_pred, view_features = self.model(views)
+        return conr_loss(view_features.float(), targets.repeat(2, 1), view_pred.detach().float() * self.data.target_scale,
+                         weights.repeat(2, 1), c.threshold, c.temperature, c.push, faithful=self.cfg.method.faithful)
 
     @torch.no_grad()
     def update_fds(self, epoch: int) -> None:
@@ -565,14 +614,17 @@ def _per_label_figure(preds, labels, data: DataBundle):
 
 
 def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.device,
-                 resume: bool = False) -> dict:
+                 resume: bool = False, trust_checkpoint: bool = False) -> dict:
     """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results.
 
     ``run_dir`` may also be a function that creates the run folder and returns it. It is called
     once the data and model are built, so a run that fails before (a missing data folder, a bad
     split file, a missing RRT stage 1) leaves no folder behind.
+
+    ``trust_checkpoint`` (train.py --trust-checkpoint) lets ``last.pt`` and the RRT stage-1
+    checkpoint be read with full unpickling; otherwise they are read with ``weights_only=True``.
     """
-    trainer = Trainer(cfg, None, device)
+    trainer = Trainer(cfg, None, device, trust_checkpoint=trust_checkpoint)
     if callable(run_dir):
         run_dir = run_dir()
     writer = None
@@ -583,7 +635,7 @@ def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.
     try:
         if resume:
             last = run_dir / "checkpoints" / "last.pt"
-            trainer.restore(load_checkpoint(last), last)
+            trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)
             logger.info("resuming %s at epoch %d", run_dir, trainer.state.epoch)
         trainer.fit()
         results = trainer.test()
@@ -599,7 +651,12 @@ def _log_hparams(writer, cfg: Config, results: dict) -> None:
     m = cfg.method
     hparams = {"reweight": m.reweight, "lds": m.lds.enabled, "fds": m.fds.enabled, "ranksim": m.ranksim.enabled,
                "rrt": m.rrt.enabled, "loss": m.loss, "lr": cfg.optim.lr, "batch_size": cfg.optim.batch_size,
-               "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0}
+               "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0,
+               "conr_weight": m.conr.weight if m.conr.enabled else 0.0,
+               "bmse_variant": m.bmse.variant if m.loss == "bmse" else "none"}
+    for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
+        value = get_key(cfg, key)
+        hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     final = {f"hparam/{region}_{name}": v for region, values in results["metrics"].items() if values
              for name, v in values.items() if name in ("mae", "mse", "gm", "pearson") and v is not None}
     writer.add_hparams(hparams, final, run_name=".")

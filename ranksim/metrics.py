@@ -13,7 +13,9 @@ Regions:
 
 Metrics (:func:`shot_metrics`, :func:`shot_metrics_sts_b`), for ``'all'``, ``'many'``, ``'medium'``
 and ``'few'``: ``mse``, ``mae``, ``gm`` (geometric mean of ``|error|`` with exact zeros replaced by
-1e-10), ``pearson``, ``spearman`` and ``count``. A region with no sample gets ``None`` for every
+1e-10), ``pearson``, ``spearman``, ``count``, and the balanced ``bmse`` and ``bmae`` (SPEC 9.1,
+Balanced MSE's metrics: the MSE / MAE of each label bin present in the region, averaged over the
+bins with equal weight; bins are integer ages, or STS-B's 50 bins). A region with no sample gets ``None`` for every
 metric and ``count = 0``; Pearson and Spearman are ``None`` for fewer than 2 samples or a constant
 input. Values are plain Python floats and ints (JSON-serialisable), never NaN.
 
@@ -30,7 +32,7 @@ from scipy import stats
 from ranksim.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, check_binning, label_bins
 
 REGIONS = ("many", "medium", "few")
-METRICS = ("mse", "mae", "gm", "pearson", "spearman", "count")
+METRICS = ("mse", "mae", "gm", "pearson", "spearman", "count", "bmse", "bmae")
 
 # GM replaces exact zeros so that one perfect prediction does not zero a whole region.
 _GM_ZERO = 1e-10
@@ -88,12 +90,22 @@ def _correlation(fn, p: np.ndarray, y: np.ndarray):
     return value if np.isfinite(value) else None
 
 
-def _region_metrics(p: np.ndarray, y: np.ndarray) -> dict:
+def _balanced(abs_err: np.ndarray, bins: np.ndarray) -> tuple[float, float]:
+    """Per-bin MSE and MAE averaged over the bins present, each bin weighted equally."""
+    _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    mse = np.bincount(inverse, weights=abs_err ** 2) / counts
+    mae = np.bincount(inverse, weights=abs_err) / counts
+    return float(mse.mean()), float(mae.mean())
+
+
+def _region_metrics(p: np.ndarray, y: np.ndarray, bins: np.ndarray) -> dict:
     count = int(p.size)
     if count == 0:
-        return {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None, "count": 0}
+        return {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None, "count": 0,
+                "bmse": None, "bmae": None}
     p, y = p.astype(np.float64), y.astype(np.float64)
     abs_err = np.abs(p - y)
+    bmse, bmae = _balanced(abs_err, bins)
     return {
         "mse": float(np.mean(abs_err ** 2)),
         "mae": float(np.mean(abs_err)),
@@ -101,19 +113,25 @@ def _region_metrics(p: np.ndarray, y: np.ndarray) -> dict:
         "pearson": _correlation(stats.pearsonr, p, y),
         "spearman": _correlation(stats.spearmanr, p, y),
         "count": count,
+        "bmse": bmse,
+        "bmae": bmae,
     }
 
 
-def metrics_by_region(preds, labels, regions) -> dict:
-    """``{'all'|'many'|'medium'|'few': {metric: value}}`` for per-sample region names ``(N,)``."""
+def metrics_by_region(preds, labels, regions, binning: str = "age") -> dict:
+    """``{'all'|'many'|'medium'|'few': {metric: value}}`` for per-sample region names ``(N,)``.
+
+    ``binning`` ('age' or 'sts_b') gives the label bins of the balanced metrics.
+    """
     p, y = _preds_and_labels(preds, labels)
     regions = np.asarray(regions)
     if regions.shape != p.shape:
         raise ValueError(f"regions must have shape {p.shape}, got {regions.shape}")
-    out = {"all": _region_metrics(p, y)}
+    bins = label_bins(y, binning)
+    out = {"all": _region_metrics(p, y, bins)}
     for region in REGIONS:
         mask = regions == region
-        out[region] = _region_metrics(p[mask], y[mask])
+        out[region] = _region_metrics(p[mask], y[mask], bins[mask])
     return out
 
 
@@ -127,7 +145,7 @@ def shot_metrics(preds, labels, train_labels, many_shot_thr: int = 100, low_shot
 def shot_metrics_sts_b(preds, labels) -> dict:
     """STS-B shot metrics (SPEC 5); regions from the fixed bin lists. Same units for both inputs."""
     p, y = _preds_and_labels(preds, labels)
-    return metrics_by_region(p, y, shot_regions_sts_b(y))
+    return metrics_by_region(p, y, shot_regions_sts_b(y), binning="sts_b")
 
 
 def per_label_errors(preds, labels, binning: str = "age") -> list[dict]:

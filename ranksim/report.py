@@ -1,8 +1,15 @@
 """Text tables of shot metrics, in the paper's layout.
 
-* :func:`region_table`: one run, every metric per region (``evaluate.py``).
-* :func:`comparison_table`: several runs as rows, the paper's headline metrics per region as
-  columns: MAE and GM for age, MSE and Pearson (x100) for STS-B (SPEC 5).
+* :func:`region_table`: one run, every metric per region (``train.py``, ``evaluate.py``).
+* :func:`discover_runs`, :func:`collect`, :func:`render`: a folder of runs as one table, one row
+  per config (mean ± std over its seeds), the paper's headline metrics per region as columns
+  (MAE and GM for age, MSE and Pearson x100 for STS-B, SPEC 5), the authors' numbers beside
+  ours. ``scripts/collect_results.py``, the reproduce scripts, the quick start and
+  ``scripts/sweep.py`` all print it.
+
+Runs are grouped by their title and their resolved config without the operational keys of
+:data:`ranksim.sweep.OPERATIONAL_KEYS` (seed, run folder, device, loading, logging). Runs of the
+same config and seed are duplicates: the first (by path) counts, the others are listed.
 """
 
 from __future__ import annotations
@@ -10,14 +17,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from ranksim.sweep import comparable, config_key, format_value, last_error
+
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
+# Feature diagnostics of results.json, shown by render(..., diagnostics=True) as a second table.
+DIAGNOSTICS = ("rank_corr", "ranksim_reg", "cos_mean", "cos_p05")
+# Balanced MSE's balanced metric (SPEC 9.1), shown after the headline when the runs report it.
+BALANCED = {"age": (("bmae", 1.0),), "sts_b": (("bmse", 1.0),)}
 
 
 def _cell(value, scale: float = 1.0, digits: int = 3) -> str:
@@ -26,28 +40,15 @@ def _cell(value, scale: float = 1.0, digits: int = 3) -> str:
 
 def region_table(metrics: dict) -> str:
     """All metrics of one run, one row per shot region."""
-    names = ("count", "mse", "mae", "gm", "pearson", "spearman")
+    names = ("count", "mse", "mae", "gm", "pearson", "spearman", "bmse", "bmae")
     lines = [f"{'region':<8}" + "".join(f"{n:>10}" for n in names)]
     for region in REGIONS:
         values = metrics.get(region)
         if values is None:
             lines.append(f"{region:<8}" + f"{'0':>10}" + "".join(f"{'-':>10}" for _ in names[1:]))
             continue
-        cells = [str(values["count"])] + [_cell(values[n]) for n in names[1:]]
+        cells = [str(values["count"])] + [_cell(values.get(n)) for n in names[1:]]
         lines.append(f"{region:<8}" + "".join(f"{c:>10}" for c in cells))
-    return "\n".join(lines)
-
-
-def comparison_table(rows: list[tuple[str, dict]], binning: str) -> str:
-    """Runs side by side: ``rows`` is ``[(name, shot_metrics dict), ...]``."""
-    headline = HEADLINE["sts_b" if binning == "sts_b" else "age"]
-    width = max([len("method")] + [len(name) for name, _ in rows]) + 2
-    top = " " * width + "".join(f"{metric.upper() + (' x100' if scale != 1 else ''):^36}" for metric, scale in headline)
-    header = f"{'method':<{width}}" + "".join(f"{r:>9}" for _ in headline for r in REGIONS)
-    lines = [top, header, "-" * len(header)]
-    for name, metrics in rows:
-        cells = [_cell((metrics.get(r) or {}).get(metric), scale) for metric, scale in headline for r in REGIONS]
-        lines.append(f"{name:<{width}}" + "".join(f"{c:>9}" for c in cells))
     return "\n".join(lines)
 
 
@@ -61,6 +62,7 @@ TITLE_ORDER = ["vanilla", "sqinv", "inv", "sqinv + lds", "inv + lds", "fds", "sq
                "inv + lds + fds", "focal-r", "focal-r + lds", "focal-r + fds", "focal-r + lds + fds",
                "rrt", "rrt + lds", "rrt + fds", "rrt + lds + fds"]
 RANKSIM_SUFFIX = " + ranksim"
+STALE = re.compile(r"\.stale\d+$")  # runs moved aside by ranksim.sweep.run_points(rerun_stale=True)
 
 
 @dataclass
@@ -72,6 +74,8 @@ class Run:
     seed: int
     metrics: dict | None      # test metrics, None while unfinished
     status: str               # "finished", or why not
+    config: dict = field(default_factory=dict)  # ranksim.sweep.comparable of its config.yaml
+    diagnostics: dict | None = None  # test-split feature diagnostics (ranksim.analysis.FeatureDiagnostics)
 
 
 def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:
@@ -83,10 +87,9 @@ def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:
 
 
 def _status_of_unfinished(run_dir: Path, cfg: dict) -> str:
-    log = run_dir / "train.log"
-    errors = [line for line in log.read_text().splitlines() if " ERROR " in line] if log.is_file() else []
-    if errors:
-        return "failed: " + errors[-1].split(" ERROR ", 1)[1][:160]
+    error = last_error(run_dir)
+    if error:
+        return "failed: " + error
     metrics = run_dir / "metrics.jsonl"
     done = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
     return f"unfinished: {done} validations of {cfg['schedule']['epochs']} epochs"
@@ -96,11 +99,15 @@ def discover_runs(runs_dir: Path) -> list[Run]:
     runs = []
     for config_path in sorted(Path(runs_dir).rglob("config.yaml")):
         run_dir = config_path.parent
+        if any(STALE.search(part) for part in run_dir.relative_to(runs_dir).parts):
+            continue  # set aside by --rerun-stale of the reproduce and sweep scripts
         cfg = yaml.safe_load(config_path.read_text())
         results_path = run_dir / "results.json"
-        metrics = json.loads(results_path.read_text())["metrics"] if results_path.is_file() else None
+        results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+        metrics = results.get("metrics")
         runs.append(Run(run_dir, cfg["name"], cfg.get("title") or cfg["name"], cfg["data"]["dataset"], cfg["seed"],
-                        metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg)))
+                        metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg),
+                        comparable(cfg, run_dir), results.get("diagnostics")))
     return runs
 
 
@@ -121,17 +128,51 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), statistics.stdev(values)
 
 
-def collect(runs: list[Run], dataset: str, reference: dict | None = None) -> dict:
-    """Group finished runs by row (mean and std over seeds) in paper order, with the authors' numbers."""
+def _sort_value(value) -> tuple:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, value, "") if number else (1, 0, format_value(value))
+
+
+def collect(runs: list[Run], dataset: str, reference: dict | None = None, columns: list[str] = ()) -> dict:
+    """One row per config of the finished runs (mean and std over seeds), in paper order.
+
+    Rows that share a title are labelled by the config keys in which they differ
+    (``Vanilla + RankSim (method.ranksim.gamma=10)``) and carry no authors' numbers, which belong
+    to one of them at most. ``columns`` are config keys shown as columns instead of in the label.
+    """
     binning = "sts_b" if dataset == "sts_b" else "age"
-    headline = HEADLINE[binning]
     reference = reference_numbers(dataset) if reference is None else reference
     chosen = [r for r in runs if r.dataset == dataset]
-    finished = [r for r in chosen if r.metrics]
+    groups: dict[tuple, list[Run]] = {}
+    for run in sorted((r for r in chosen if r.metrics), key=lambda r: str(r.path)):
+        groups.setdefault((run.title, config_key(run.config)), []).append(run)
+    duplicates, kept = [], {}
+    for key, group in groups.items():
+        by_seed: dict[int, Run] = {}
+        for run in group:
+            if run.seed in by_seed:
+                duplicates.append((str(run.path), str(by_seed[run.seed].path)))
+            else:
+                by_seed[run.seed] = run
+        kept[key] = list(by_seed.values())
+    labels, sort_values = {}, {}
+    for title in {title for title, _ in kept}:
+        keys = [k for k in kept if k[0] == title]
+        configs = [kept[k][0].config for k in keys]
+        differing = sorted(name for name in set().union(*configs)
+                           if len({format_value(c.get(name)) for c in configs}) > 1)
+        shown = [name for name in differing if name not in columns]
+        for k, config in zip(keys, configs):
+            label = ", ".join(f"{name}={format_value(config.get(name))}" for name in shown)
+            labels[k] = f"{title} ({label})" if label else title
+            sort_values[k] = tuple(_sort_value(config.get(name)) for name in list(columns) + differing)
+    finished = [r for group in kept.values() for r in group]
+    headline = HEADLINE[binning] + tuple(h for h in BALANCED[binning]
+                                         if any((r.metrics.get("all") or {}).get(h[0]) is not None for r in finished))
     rows = []
-    titles = {r.name: r.title for r in finished}
-    for name in sorted(titles, key=lambda n: _row_key(titles[n]) + (n,)):
-        group = [r for r in finished if r.name == name]
+    for key in sorted(kept, key=lambda k: _row_key(k[0]) + (sort_values[k], kept[k][0].name)):
+        group, title = kept[key], key[0]
+        shared = sum(k[0] == title for k in kept) > 1
         cells = {}
         for metric, scale in headline:
             for region in REGIONS:
@@ -139,10 +180,17 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None) -> dic
                           if r.metrics.get(region) and r.metrics[region].get(metric) is not None]
                 mean, std = _mean_std(values) if values else (None, None)
                 cells[(metric, region)] = {"ours": mean, "std": std,
-                                           "theirs": reference.get((group[0].title, metric, region))}
-        rows.append({"name": name, "title": group[0].title, "seeds": sorted(r.seed for r in group), "cells": cells})
-    return {"dataset": dataset, "headline": headline, "rows": rows,
-            "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics]}
+                                           "theirs": None if shared else reference.get((title, metric, region))}
+        diagnostics = {}
+        for name in DIAGNOSTICS:
+            values = [r.diagnostics[name] for r in group if r.diagnostics and r.diagnostics.get(name) is not None]
+            mean, std = _mean_std(values) if values else (None, None)
+            diagnostics[name] = {"ours": mean, "std": std, "theirs": None}
+        rows.append({"name": group[0].name, "title": labels[key], "seeds": sorted(r.seed for r in group),
+                     "values": {c: group[0].config.get(c) for c in columns}, "cells": cells,
+                     "diagnostics": diagnostics})
+    return {"dataset": dataset, "headline": headline, "rows": rows, "columns": list(columns),
+            "duplicates": duplicates, "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics]}
 
 
 def _format_cell(cell: dict, digits: int) -> str:
@@ -156,66 +204,65 @@ def _format_cell(cell: dict, digits: int) -> str:
     return text
 
 
-def render(table: dict, fmt: str = "markdown") -> str:
-    """The collected table as markdown, csv or latex; unfinished and failed runs listed below."""
+def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str:
+    """The collected table as markdown, csv or latex; duplicates, unfinished and failed runs below.
+
+    With ``diagnostics`` (markdown only), a second table of the feature diagnostics on the test
+    split: rank correlation, RankSim regularizer and pairwise cosine (README, "What RankSim does
+    to the features").
+    """
     # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.
-    places = {"mse": 3, "pearson": 1}
+    places = {"mse": 3, "bmse": 3, "pearson": 1}
     digit_of = {c: places.get(c[0], 2) for c in ((m, r) for m, _ in table["headline"] for r in REGIONS)}
     columns = [(metric, region) for metric, _ in table["headline"] for region in REGIONS]
     labels = [f"{m.upper()}{' x100' if scale != 1 else ''} {r}" for m, scale in table["headline"] for r in REGIONS]
+    keys = table.get("columns", [])  # config keys shown as columns (a sweep's swept keys)
+
+    def values(row: dict) -> list[str]:
+        return [format_value(row["values"][k]) for k in keys]
+
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["row", "title", "seeds", "metric", "shot", "ours", "std", "theirs", "difference"])
+        writer.writerow(["row", "title", *keys, "seeds", "metric", "shot", "ours", "std", "theirs", "difference"])
         for row in table["rows"]:
             for (metric, region), cell in row["cells"].items():
                 diff = None if cell["ours"] is None or cell["theirs"] is None else cell["ours"] - cell["theirs"]
-                writer.writerow([row["name"], row["title"], " ".join(map(str, row["seeds"])), metric, region,
-                                 cell["ours"], cell["std"], cell["theirs"], diff])
+                writer.writerow([row["name"], row["title"], *values(row), " ".join(map(str, row["seeds"])), metric,
+                                 region, cell["ours"], cell["std"], cell["theirs"], diff])
         return out.getvalue().rstrip("\n")
     lines = []
     if fmt == "latex":
-        lines.append("\\begin{tabular}{l" + "r" * len(columns) + "}")
-        lines.append(" & ".join(["Method"] + labels) + " \\\\ \\hline")
+        lines.append("\\begin{tabular}{l" + "r" * (len(keys) + len(columns)) + "}")
+        lines.append(" & ".join(["Method", *keys] + labels) + " \\\\ \\hline")
         for row in table["rows"]:
-            lines.append(" & ".join([row["title"]] + [_format_cell(row["cells"][c], digit_of[c]).replace("±", "$\\pm$")
-                                                      for c in columns]) + " \\\\")
+            lines.append(" & ".join([row["title"], *values(row)]
+                                    + [_format_cell(row["cells"][c], digit_of[c]).replace("±", "$\\pm$")
+                                       for c in columns]) + " \\\\")
         lines.append("\\end{tabular}")
     else:
-        lines.append("| Method | seeds | " + " | ".join(labels) + " |")
-        lines.append("|---|---|" + "---:|" * len(columns))
+        lines.append("| Method | " + "".join(f"{k} | " for k in keys) + "seeds | " + " | ".join(labels) + " |")
+        lines.append("|---|" + "---:|" * len(keys) + "---|" + "---:|" * len(columns))
         for row in table["rows"]:
-            lines.append(f"| {row['title']} | {len(row['seeds'])} | "
+            lines.append(f"| {row['title']} | " + "".join(f"{v} | " for v in values(row)) + f"{len(row['seeds'])} | "
                          + " | ".join(_format_cell(row["cells"][c], digit_of[c]) for c in columns) + " |")
         lines.append("")
-        lines.append("Cells: ours (mean ± std over seeds), then in brackets the authors' number and our difference where they published one.")
+        theirs = any(cell["theirs"] is not None for row in table["rows"] for cell in row["cells"].values())
+        lines.append("Cells: ours (mean ± std over seeds)" + (", then in brackets the authors' number and our "
+                                                                "difference where they published one." if theirs else "."))
+        if diagnostics:
+            lines += ["", "Features on the test split (higher rank_corr, lower ranksim_reg: the label order "
+                          "RankSim asks for; cos near 1: collapsed):", "",
+                      "| Method | seeds | " + " | ".join(DIAGNOSTICS) + " |", "|---|---|" + "---:|" * len(DIAGNOSTICS)]
+            for row in table["rows"]:
+                lines.append(f"| {row['title']} | {len(row['seeds'])} | "
+                             + " | ".join(_format_cell(row["diagnostics"][d], 3) for d in DIAGNOSTICS) + " |")
+    if table.get("duplicates"):
+        lines.append("")
+        lines.append("Duplicate runs (the same config and seed as a run in the table; left out of the means):")
+        lines += [f"  {path}: same as {kept}" for path, kept in table["duplicates"]]
     if table["not_finished"]:
         lines.append("")
         lines.append("Runs without results:")
         lines += [f"  {path}: {status}" for path, status in table["not_finished"]]
     return "\n".join(lines)
-
-
-def load_results(run_dir) -> tuple[str, dict, str]:
-    """``(title, test metrics, binning)`` of a finished run folder."""
-    run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    binning = "sts_b" if cfg["data"]["dataset"] == "sts_b" else "age"
-    return cfg.get("title") or results["name"], results["metrics"], binning
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m ranksim.report RUN_DIR [RUN_DIR ...]``: the runs' test metrics side by side."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Print finished runs' test metrics side by side.")
-    parser.add_argument("runs", nargs="+", help="run folders holding results.json and config.yaml")
-    args = parser.parse_args(argv)
-    loaded = [load_results(run) for run in args.runs]
-    print(comparison_table([(name, metrics) for name, metrics, _ in loaded], loaded[0][2]))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -147,17 +148,61 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path) -> dict:
+TRUST_FLAG = "--trust-checkpoint"
+TRUST_HELP = ("only for files you trust: read checkpoints with full unpickling, which runs any code stored in "
+              "the file (without it only tensors and plain Python types are read, and a file needing more is refused)")
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def read_checkpoint_file(path: Path, trust: bool = False) -> Any:
+    """``torch.load`` of one file onto the CPU, safely unless ``trust``.
+
+    By default ``weights_only=True``: tensors, containers and plain types only, so a crafted file
+    cannot run code. A file that needs more is a ``UserError`` naming ``--trust-checkpoint``;
+    ``trust=True`` (that flag) is the only path that unpickles fully.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if trust:
+        logger.warning("loading %s with full unpickling (%s): only for files you trust", path, TRUST_FLAG)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)  # the explicit opt-in path
+        except Exception as err:
+            first_line = (str(err).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}: {first_line}); "
+                            "it is damaged or not a PyTorch file") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _UNSAFE_GLOBAL.search(str(err))
+        what = (f"holds objects beyond tensors and plain types ({found.group(1)})" if found else
+                "holds pickle data beyond tensors and plain types (or is damaged)")
+        raise UserError(f"checkpoint {path} {what}, so it was not loaded; if you trust the file, pass "
+                        f"{TRUST_FLAG} (only for files you trust: loading it can run code stored in it)") from None
+    except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
+        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}); "
+                        "it is not a PyTorch checkpoint or is damaged") from None
+
+
+def load_checkpoint(path: Path, trust: bool = False) -> dict:
+    """A checkpoint of this repository: a ``.pt`` file, or a run folder's ``checkpoints/best.pt``.
+
+    Read with :func:`read_checkpoint_file` (``weights_only=True`` unless ``trust``).
+    """
+    path = Path(path)
     if path.is_dir():
         path = path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; give a run folder (with checkpoints/) or a .pt file")
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
-        raise UserError(f"cannot read checkpoint {path} ({type(err).__name__}); it is not a ranksim checkpoint or is damaged") from None
+    checkpoint = read_checkpoint_file(path, trust)
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        found = f"keys {', '.join(map(str, list(checkpoint)[:4]))}" if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise UserError(f"{path} is not a ranksim checkpoint (it holds {found}, no 'model'); the authors' released "
+                        "checkpoints are converted first: python -m ranksim.convert authors FILE -c CONFIG --out RUN_DIR")
+    return checkpoint
 
 
 def load_state_strict(model: "torch.nn.Module", state: dict, source: Path | str) -> None:

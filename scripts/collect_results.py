@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", choices=("agedb", "imdb_wiki", "sts_b", "synthetic"),
                         help="which table (default: the dataset of the runs found, if there is one)")
     parser.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown", help="output format")
+    parser.add_argument("--diagnostics", action="store_true",
+                        help="also print the feature diagnostics of each row (test split, markdown only): rank "
+                             "correlation, RankSim regularizer, mean and 5th-percentile pairwise cosine")
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a folder; give the folder that holds the run folders (e.g. runs/agedb)",
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {'no runs' if not runs else 'runs of several datasets (' + ', '.join(datasets) + ')'} "
               f"under {args.runs_dir}; choose one with --dataset", file=sys.stderr)
         return 2
-    print(render(collect(runs, dataset), args.format))
+    print(render(collect(runs, dataset), args.format, diagnostics=args.diagnostics))
     return 0
 
 

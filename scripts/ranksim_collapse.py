@@ -2,8 +2,9 @@
 """Controlled runs behind the README's "What RankSim does to the features" (issue 10).
 
 Each experiment is one quick-start config with ``key=value`` overrides, run through ``train.py``
-for every seed into ``<out>/<experiment>/seed<N>/``; finished runs are skipped, so the script can
-be stopped and started again. Every run records the feature diagnostics of
+for every seed into ``<out>/<experiment>/seed<N>/`` by the sweep runner
+(:func:`ranksim.sweep.run_points`): finished runs are skipped, interrupted ones resumed, and a
+folder holding another config is refused, so the script can be stopped and started again. Every run records the feature diagnostics of
 :class:`ranksim.analysis.FeatureDiagnostics` on the validation split at each epoch
 (``metrics.jsonl``). The table and the figure use the validation split only: nothing here reads
 test results.
@@ -23,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,8 +43,12 @@ EXPERIMENTS: dict[str, tuple[str, list[str], str]] = {
     "w8_ranksim": (f"{QS}/ranksim.yaml", [], "the same with RankSim (gamma 100, lambda 2)"),
     "w8_ranksim_center": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true"],
                           "RankSim on batch-centred features: the common component removed"),
-    "w8_ranksim_g0.1": (f"{QS}/ranksim.yaml", ["method.ranksim.gamma=0.1"],
-                        "perturbation lambda*g near the similarity gaps (gamma 0.1)"),
+    "w8_ranksim_center_g10": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=10"],
+                              "centred features, gamma 10"),
+    "w8_ranksim_center_g1": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=1"],
+                             "centred features, gamma 1"),
+    "w8_ranksim_center_g0.1": (f"{QS}/ranksim.yaml", ["method.ranksim.center_features=true", "method.ranksim.gamma=0.1"],
+                               "centred features, gamma 0.1"),
     "w32_vanilla": (f"{QS}/vanilla.yaml", ["model.width=32"], "feature dimension 128"),
     "w32_ranksim": (f"{QS}/ranksim.yaml", ["model.width=32"], "feature dimension 128 with RankSim"),
     "w32_ranksim_center": (f"{QS}/ranksim.yaml", ["model.width=32", "method.ranksim.center_features=true"],
@@ -71,10 +75,19 @@ PROBES: dict[str, dict] = {
     "both_gamma100": dict(task=1.0, ranksim=100.0),
     "both_gamma100_center": dict(task=1.0, ranksim=100.0, center=True),
     "ranksim_only_w32": dict(task=0.0, ranksim=1.0, width=32),
+    "ranksim_only_small_step": dict(task=0.0, ranksim=0.01),  # Adam undoes the scale: only lambda*g shrinks
+    # The paper's models: ResNet-50 (2048-d) at the quick start's 32 px, and the STS-B CPU BiLSTM
+    # on the real STS-B-DIR split (--sts-b-root), batch 16.
+    "r50_task_only": dict(task=1.0, ranksim=0.0, model="resnet50"),
+    "r50_ranksim_only": dict(task=0.0, ranksim=1.0, model="resnet50"),
+    "r50_ranksim_only_center": dict(task=0.0, ranksim=1.0, model="resnet50", center=True),
+    "stsb_task_only": dict(task=1.0, ranksim=0.0, config="configs/sts_b/cpu_vanilla.yaml"),
+    "stsb_ranksim_only": dict(task=0.0, ranksim=1.0, config="configs/sts_b/cpu_vanilla.yaml"),
+    "stsb_ranksim_only_center": dict(task=0.0, ranksim=1.0, config="configs/sts_b/cpu_vanilla.yaml", center=True),
 }
 
 
-def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
+def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str = "data/sts-b-dir") -> list[dict]:
     """Train for ``steps`` steps with the probe's loss; the val diagnostics at 0, every, ..., steps."""
     import torch
     from torch import nn
@@ -86,12 +99,17 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
     from ranksim.models import build_model
     from ranksim.regularizer import batchwise_ranking_regularizer
 
-    p = dict(dict(task=1.0, ranksim=0.0, center=False, optimizer="adam", lr=1e-3, lam=2.0, bn_eval=False, width=8),
-             **PROBES[name])
-    cfg = load_config(REPO / QS / "vanilla.yaml", [f"model.width={p['width']}", f"seed={seed}", "logging.progress=false"])
+    p = dict(dict(task=1.0, ranksim=0.0, center=False, optimizer="adam", lr=1e-3, lam=2.0, bn_eval=False, width=8,
+                  model="resnet_small", config=f"{QS}/vanilla.yaml"), **PROBES[name])
+    overrides = [f"seed={seed}", "logging.progress=false"]
+    if p["config"].startswith(QS):
+        overrides += [f"model.width={p['width']}", f"model.name={p['model']}"]
+    else:
+        overrides += [f"data.root={sts_b_root}"]
+    cfg = load_config(REPO / p["config"], overrides)
     torch.manual_seed(seed)
     data = build_data(cfg)
-    model = build_model(cfg, data.binning)
+    model = build_model(cfg, data.binning, data.vocab_size, data.embeddings)
     optim = (torch.optim.Adam(model.parameters(), lr=p["lr"]) if p["optimizer"] == "adam"
              else torch.optim.SGD(model.parameters(), lr=p["lr"], momentum=0.9))
     loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.optim.batch_size, shuffle=True, drop_last=True,
@@ -115,7 +133,8 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
                     if isinstance(m, nn.BatchNorm2d):
                         m.eval()
             pred, z = model(images)
-            loss = p["task"] * (pred - targets).abs().mean()
+            task = (pred - targets / data.target_scale)
+            loss = p["task"] * (task.abs().mean() if cfg.method.loss == "l1" else task.square().mean())
             if p["ranksim"]:
                 loss = loss + p["ranksim"] * batchwise_ranking_regularizer(z, targets, p["lam"], generator,
                                                                            center_features=p["center"])
@@ -131,13 +150,18 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0) -> list[dict]:
     return curve
 
 
-def run_probes(out: Path, names: list[str], steps: int, jobs: int) -> str:
+def run_probes(out: Path, names: list[str], steps: int, jobs: int, sts_b_root: str) -> str:
     import torch
 
     torch.set_num_threads(1)
     with ThreadPoolExecutor(jobs) as pool:
-        curves = dict(zip(names, pool.map(lambda n: probe(n, steps, every=max(1, steps // 4)), names)))
-    (out / "probes.json").write_text(json.dumps(curves, indent=1))
+        curves = dict(zip(names, pool.map(lambda n: probe(n, steps, every=max(1, steps // 4), sts_b_root=sts_b_root),
+                                          names)))
+    path = out / "probes.json"
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored.update(curves)
+    path.write_text(json.dumps(stored, indent=1))
+    curves = stored
     keys = ("ranksim_reg", "rank_corr", "cos_mean", "cos_p05", "val_mae")
     lines = ["| probe | settings | " + " | ".join(f"{k} start → end" for k in keys) + " |",
              "|---|---|" + "---|" * len(keys)]
@@ -145,27 +169,18 @@ def run_probes(out: Path, names: list[str], steps: int, jobs: int) -> str:
         cells = [f"{curve[0][k]:.3f} → {curve[-1][k]:.3f}" for k in keys]
         lines.append(f"| {name} | {PROBES[name]} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
-    (out / "probes.md").write_text(f"{steps} steps of batch 64, seed 0, diagnostics on the validation split\n\n{table}\n")
+    (out / "probes.md").write_text(f"{steps} steps, seed 0, diagnostics on the validation split\n\n{table}\n")
     return table
 
 
-def run_one(python: str, out: Path, name: str, seed: int, threads: int, extra: list[str]) -> Path:
-    config, overrides, _ = EXPERIMENTS[name]
-    run_dir = out / name / f"seed{seed}"
-    if (run_dir / "results.json").is_file():
-        return run_dir
-    command = [python, "train.py", "-c", config, *overrides, *extra, f"seed={seed}", f"output_dir={run_dir}",
-               "logging.progress=false"]
-    if (run_dir / "checkpoints" / "last.pt").is_file():
-        command = [python, "train.py", "--resume", str(run_dir)]
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    logger.info("%s seed %d: %s", name, seed, " ".join(command))
-    with open(out / name / f"seed{seed}.log", "w") as log:
-        code = subprocess.call(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if code:
-        logger.error("%s seed %d failed with status %d; see %s", name, seed, code, out / name / f"seed{seed}.log")
-    return run_dir
+def points(out: Path, names: list[str], seeds: list[int], extra: list[str]):
+    """The runs as points of :func:`ranksim.sweep.run_points`, which skips, resumes and checks them."""
+    from ranksim.sweep import Point
+
+    return [Point(f"{name}/seed{seed}", REPO / EXPERIMENTS[name][0],
+                  [*EXPERIMENTS[name][1], *extra, f"seed={seed}", f"output_dir={out / name / f'seed{seed}'}",
+                   "logging.progress=false"], out / name / f"seed{seed}")
+            for name in names for seed in seeds]
 
 
 def read_run(run_dir: Path) -> dict | None:
@@ -241,22 +256,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", nargs="*", choices=list(PROBES), default=None,
                         help="instead of train.py runs, short controlled trainings whose loss is switched "
                              "(task only, RankSim only, ...); with no names, all of them")
+    parser.add_argument("--sts-b-root", default="data/sts-b-dir",
+                        help="the prepared STS-B-DIR split for the stsb_* probes (default data/sts-b-dir)")
     parser.add_argument("--probe-steps", type=int, default=165, help="training steps per probe (default 165, 3 epochs)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.probes is not None:
-        print(run_probes(args.out, args.probes or list(PROBES), args.probe_steps, args.jobs))
+        print(run_probes(args.out, args.probes or list(PROBES), args.probe_steps, args.jobs, args.sts_b_root))
         return 0
+    status = 0
     if not args.report_only:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            list(pool.map(lambda job: run_one(args.python, args.out, *job, threads, args.overrides),
-                          [(name, seed) for name in args.only for seed in args.seeds]))
+        from ranksim.sweep import report_failures, run_points
+
+        # Each run's torch threads: the cores shared out, so that parallel runs do not oversubscribe.
+        os.environ["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
+        outcomes = run_points(points(args.out, args.only, args.seeds, args.overrides), [args.python, str(REPO / "train.py")],
+                              jobs=args.jobs)
+        status = report_failures(outcomes, "runs")
     print(report(args.out, args.only))
     logger.info("written %s and %s", args.out / "collapse.md", args.out / "collapse.png")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ ResNet-50 of SPEC 7, and the reproduce scripts' row lists."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,13 +67,27 @@ def test_resnet50_forward_backward_on_cpu():
     assert conv.weight.std().item() == pytest.approx((2 / (9 * 64)) ** 0.5, rel=0.1)
 
 
+# Balanced MSE and ConR rows (SPEC 9): runnable with --rows, not part of the RankSim paper's table.
+BEYOND_RANKSIM = {"vanilla_mse", "bmc", "gai", "bni", "conr", "conr_ranksim", "conr_lds_fds"}
+
+
+@pytest.mark.parametrize("dataset", ["agedb", "imdb_wiki"])
+def test_reproduce_runs_balanced_mse_and_conr_rows_on_request(dataset):
+    proc = subprocess.run(["bash", f"scripts/reproduce_{dataset}.sh", "--dry-run", "--rows",
+                           "vanilla_mse,bmc,gai,bni,conr,conr_ranksim,conr_lds_fds"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"-c configs/{dataset}/conr_lds_fds.yaml" in proc.stdout
+    assert f"method.rrt.stage1=runs/{dataset}/vanilla_mse/seed0" in proc.stdout
+
+
 @pytest.mark.parametrize("dataset", ["agedb", "imdb_wiki", "sts_b"])
 def test_reproduce_dry_run_lists_every_row(dataset):
     proc = subprocess.run(["bash", f"scripts/reproduce_{dataset}.sh", "--dry-run", "--seed", "3"], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PY": sys.executable})
     assert proc.returncode == 0, proc.stderr
     rows = {p.stem for p in (REPO / "configs" / dataset).glob("*.yaml")
-            if p.stem != "base" and not p.stem.startswith("cpu_")}
+            if p.stem != "base" and not p.stem.startswith("cpu_")} - BEYOND_RANKSIM
     listed = {line.split(":")[0].removeprefix("== ") for line in proc.stdout.splitlines()
               if line.startswith("== ") and not line.startswith("== then")}
     assert listed == rows

@@ -21,10 +21,21 @@ from ranksim.metrics import (per_label_errors, shot_metrics, shot_metrics_sts_b,
 
 # ----------------------------------------------------------------------------- references
 
-def ref_region_metrics(preds, labels):
+def ref_sts_bin(label):
+    return sum(1 for k in range(1, 50) if np.float32(k / 10) <= np.float32(label))
+
+
+def ref_region_metrics(preds, labels, bin_of=int):
     if len(preds) == 0:
-        return {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None, "count": 0}
+        return {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None, "count": 0,
+                "bmse": None, "bmae": None}
     errors = [p - y for p, y in zip(preds, labels)]
+    # Balanced metrics (SPEC 9.1): mean error per label bin, then the plain mean over the bins.
+    per_bin = {}
+    for e, y in zip(errors, labels):
+        per_bin.setdefault(bin_of(y), []).append(e)
+    bin_mse = [sum(e * e for e in es) / len(es) for es in per_bin.values()]
+    bin_mae = [sum(abs(e) for e in es) / len(es) for es in per_bin.values()]
     logs = [math.log(abs(e)) if e != 0 else math.log(1e-10) for e in errors]
     constant = len(set(preds)) < 2 or len(set(labels)) < 2
     return {
@@ -34,6 +45,8 @@ def ref_region_metrics(preds, labels):
         "pearson": None if constant else stats.pearsonr(preds, labels)[0],
         "spearman": None if constant else stats.spearmanr(preds, labels)[0],
         "count": len(errors),
+        "bmse": sum(bin_mse) / len(bin_mse),
+        "bmae": sum(bin_mae) / len(bin_mae),
     }
 
 
@@ -53,14 +66,14 @@ def ref_shot_metrics(preds, labels, train_labels, many=100, low=20):
 
 
 def ref_sts_region(label):
-    b = sum(1 for k in range(1, 50) if np.float32(k / 10) <= np.float32(label))
+    b = ref_sts_bin(label)
     return next(r for r, bins in STS_B_SHOT_BINS.items() if b in bins)
 
 
 def assert_metrics_close(ours, ref):
     assert set(ours) == {"all", "many", "medium", "few"}
     for region in ours:
-        assert set(ours[region]) == {"mse", "mae", "gm", "pearson", "spearman", "count"}
+        assert set(ours[region]) == {"mse", "mae", "gm", "pearson", "spearman", "count", "bmse", "bmae"}
         for key, value in ours[region].items():
             expected = ref[region][key]
             if expected is None:
@@ -110,7 +123,7 @@ def test_empty_regions_and_single_samples_are_none_not_nan():
         assert out["many"]["count"] == 1 and out["many"]["mae"] == 1.0
         assert out["many"]["pearson"] is None and out["all"]["spearman"] is None
         assert out["medium"] == {"mse": None, "mae": None, "gm": None, "pearson": None, "spearman": None,
-                                 "count": 0}
+                                 "count": 0, "bmse": None, "bmae": None}
         const = shot_metrics([5.0, 5.0, 5.0], [30.0, 30.0, 30.0], train)
         assert const["all"]["pearson"] is None and const["all"]["mse"] == 625.0
         empty = shot_metrics(np.zeros(0), np.zeros(0), train)
@@ -149,8 +162,8 @@ def test_sts_b_shot_metrics_equal_the_loop_over_fixed_bins():
     for p, y in zip(preds.tolist(), labels.tolist()):
         groups[ref_sts_region(y)][0].append(p)
         groups[ref_sts_region(y)][1].append(y)
-    ref = {"all": ref_region_metrics(preds.tolist(), labels.tolist())}
-    ref.update({r: ref_region_metrics(*groups[r]) for r in groups})
+    ref = {"all": ref_region_metrics(preds.tolist(), labels.tolist(), ref_sts_bin)}
+    ref.update({r: ref_region_metrics(*groups[r], ref_sts_bin) for r in groups})
     assert_metrics_close(shot_metrics_sts_b(torch.from_numpy(preds)[:, None], labels), ref)
     assert shot_regions_sts_b(labels).tolist() == [ref_sts_region(y) for y in labels.tolist()]
 
@@ -226,3 +239,11 @@ def test_unknown_binning_is_rejected():
         label_bins([1.0], "imdb")
     with pytest.raises(ValueError, match=r"'x'.*\['age', 'sts_b'\]"):
         per_label_errors([1.0], [1.0], binning="x")
+
+
+def test_balanced_metrics_weight_every_label_equally():
+    """Label 30 has three samples with error 1, label 40 one with error 5: MAE = (3 + 5) / 4 = 2,
+    bMAE = (1 + 5) / 2 = 3; MSE = (3 + 25) / 4 = 7, bMSE = (1 + 25) / 2 = 13."""
+    out = shot_metrics([31.0, 29.0, 31.0, 45.0], [30.0, 30.0, 30.0, 40.0], np.full(500, 30))
+    assert out["all"]["mae"] == 2.0 and out["all"]["bmae"] == 3.0
+    assert out["all"]["mse"] == 7.0 and out["all"]["bmse"] == 13.0

@@ -74,7 +74,7 @@ def test_train_end_to_end(tmp_path, data_root, method):
     assert list(out.glob("events.out.tfevents.*")), "no TensorBoard event file"
     results = json.loads((out / "results.json").read_text())
     assert set(results["metrics"]) == {"all", "many", "medium", "few"}
-    assert set(results["metrics"]["all"]) == {"mse", "mae", "gm", "pearson", "spearman", "count"}
+    assert set(results["metrics"]["all"]) == {"mse", "mae", "gm", "pearson", "spearman", "count", "bmse", "bmae"}
     assert results["metrics"]["all"]["count"] > 0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["epoch"] == 0

@@ -151,3 +151,74 @@ def test_cli_errors_exit_2_with_a_message(runs_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     proc = collect_cli(tmp_path / "empty")
     assert proc.returncode == 2 and "no runs under" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouping by config: runs written from real resolved configs, as train.py writes them
+
+
+def resolved_run(root: Path, folder: str, config: str, overrides: list[str], results: dict) -> Path:
+    """A run folder whose config.yaml is the config train.py would store for these overrides."""
+    from ranksim.config import dump, load_config
+
+    run = root / folder
+    run.mkdir(parents=True)
+    dump(load_config(REPO / "configs" / config, [*overrides, f"output_dir={run}"]), run / "config.yaml")
+    (run / "results.json").write_text(json.dumps({"name": config, "split": "test", "metrics": results}))
+    return run
+
+
+def test_configs_differing_in_one_override_are_two_labelled_rows_of_two_seeds(tmp_path):
+    """gamma 1: MAE all 3.0 (seed 0) and 3.2 (seed 1) -> 3.10 ± 0.14; gamma 10: 5.0 and 5.4 -> 5.20 ± 0.28.
+    Seed 1 of gamma 10 also ran on other workers and device: operational, the same config."""
+    for gamma, maes in ((1, (3.0, 3.2)), (10, (5.0, 5.4))):
+        for seed, mae in enumerate(maes):
+            extra = ["data.num_workers=4", "device=cpu", "logging.progress=false"] if (gamma, seed) == (10, 1) else []
+            resolved_run(tmp_path, f"g{gamma}s{seed}", "quickstart/ranksim.yaml",
+                         [f"method.ranksim.gamma={gamma}", f"seed={seed}", *extra], metrics([mae] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "vanilla", "quickstart/vanilla.yaml", [], metrics([4.0] * 4, [1.0] * 4))
+    table = collect(discover_runs(tmp_path), "synthetic")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [
+        ("VANILLA", [0]),
+        ("Vanilla + RankSim (method.ranksim.gamma=1)", [0, 1]),
+        ("Vanilla + RankSim (method.ranksim.gamma=10)", [0, 1])]
+    lines = render(table).splitlines()
+    assert lines[3].startswith("| Vanilla + RankSim (method.ranksim.gamma=1) | 2 | 3.10 ± 0.14 |")
+    assert lines[4].startswith("| Vanilla + RankSim (method.ranksim.gamma=10) | 2 | 5.20 ± 0.28 |")
+    assert table["duplicates"] == []
+    columns = collect(discover_runs(tmp_path), "synthetic", columns=["method.ranksim.gamma"])
+    assert render(columns).splitlines()[3].startswith("| Vanilla + RankSim | 1 | 2 | 3.10 ± 0.14 |")
+
+
+def test_same_config_and_seed_twice_is_a_duplicate_not_a_second_seed(tmp_path):
+    """Two seed-0 runs of one config (MAE 3.0 in folder a, 9.0 in folder b) and a seed-1 run (3.4):
+    the row has 2 seeds, 3.0 and 3.4 -> 3.20 ± 0.28; b is listed as a duplicate of a."""
+    resolved_run(tmp_path, "a", "quickstart/ranksim.yaml", ["seed=0"], metrics([3.0] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "b", "quickstart/ranksim.yaml", ["seed=0", "data.num_workers=3"], metrics([9.0] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "c", "quickstart/ranksim.yaml", ["seed=1"], metrics([3.4] * 4, [1.0] * 4))
+    table = collect(discover_runs(tmp_path), "synthetic")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [("Vanilla + RankSim", [0, 1])]
+    assert table["duplicates"] == [(str(tmp_path / "b"), str(tmp_path / "a"))]
+    text = render(table)
+    assert "| Vanilla + RankSim | 2 | 3.20 ± 0.28 |" in text
+    assert f"  {tmp_path / 'b'}: same as {tmp_path / 'a'}" in text.split("Duplicate runs")[1]
+
+
+def test_paper_script_runs_collect_one_unlabelled_row_per_table_row(tmp_path):
+    """Runs as scripts/reproduce_table.sh makes them (runs/agedb/ROW/seedN, RRT stage 1 of the same
+    seed, an operational override on one seed): one row per table row, 2 seeds, the authors'
+    numbers beside ours, as before grouping by config."""
+    for seed in (0, 1):
+        common = [f"seed={seed}", "logging.progress=false"] + (["data.num_workers=16"] if seed else [])
+        for row, mae in (("vanilla", 7.7), ("sqinv_ranksim", 7.0)):
+            resolved_run(tmp_path, f"runs/agedb/{row}/seed{seed}", f"agedb/{row}.yaml", common,
+                         metrics([mae + seed / 10] * 4, [5.0] * 4))
+        resolved_run(tmp_path, f"runs/agedb/rrt/seed{seed}", "agedb/rrt.yaml",
+                     common + [f"method.rrt.stage1=runs/agedb/vanilla/seed{seed}"], metrics([7.5] * 4, [5.0] * 4))
+    table = collect(discover_runs(tmp_path / "runs" / "agedb"), "agedb")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [
+        ("VANILLA", [0, 1]), ("SQINV + RankSim", [0, 1]), ("RRT", [0, 1])]
+    lines = render(table).splitlines()
+    assert lines[2].startswith("| VANILLA | 2 | 7.75 ± 0.07 |")
+    assert lines[3].startswith("| SQINV + RankSim | 2 | 7.05 ± 0.07 (6.91, +0.14) |")
+    assert lines[4].startswith("| RRT | 2 | 7.50 ± 0.00 |")

@@ -4,6 +4,11 @@ One reader, parameterised by the split file (``age,path,split``, paths relative 
 root; SPEC 6). Items are ``(image (3, S, S) float32, target (1,) float32, weight (1,) float32)``;
 the DataLoader stacks them to ``(B, 3, S, S)``, ``(B, 1)``, ``(B, 1)``.
 
+ConR (SPEC 9.2) needs two more random augmentations of each training image: a copy made by
+:meth:`AgeDataset.with_views` returns ``((image, views (2, 3, S, S)), target, weight)``, batched
+to ``[(B, 3, S, S), (B, 2, 3, S, S)]``. The image is read once and transformed three times; the
+ordinary image draws its augmentation first, so the batch is the same as without views.
+
 Images come from the one-time uint8 cache when it exists (``python -m ranksim.data.prepare
 cache``), otherwise from the JPEGs. Both paths apply the same transform (SPEC 6): the cache stores
 exactly the first step, the resize.
@@ -11,6 +16,7 @@ exactly the first step, the resize.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -58,20 +64,38 @@ class AgeDataset(Dataset):
         self.skipped = 0
         self.transform = (plain_train_transform(image_size, crop_padding) if train
                           else plain_eval_transform(image_size))
+        self.views = 0               # extra augmented views per item (ConR); see with_views
+
+    def with_views(self, views: int = 2) -> "AgeDataset":
+        """A copy of this (training) split whose items carry ``views`` extra augmentations."""
+        if not self.train:
+            raise ValueError("extra views are random training augmentations; this split has train=False")
+        other = copy.copy(self)
+        other.views = views
+        return other
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def image(self, index: int) -> torch.Tensor:
+    def _raw(self, index: int):
         if self.cache is not None:
-            img = self.cache.get(int(self.cache_index[index]))
-            return (cached_train_transform(img, self.crop_padding) if self.train
-                    else cached_eval_transform(img))
-        return self.transform(load_image(self.root / self.paths[index]))
+            return self.cache.get(int(self.cache_index[index]))
+        return load_image(self.root / self.paths[index])
+
+    def _transform(self, raw) -> torch.Tensor:
+        if self.cache is not None:
+            return cached_train_transform(raw, self.crop_padding) if self.train else cached_eval_transform(raw)
+        return self.transform(raw)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self._transform(self._raw(index))
 
     def __getitem__(self, index: int):
         try:
-            image = self.image(index)
+            raw = self._raw(index)
+            image = self._transform(raw)
+            if self.views:
+                image = (image, torch.stack([self._transform(raw) for _ in range(self.views)]))
         except UserError:
             if not self.skip_bad_images:
                 raise

@@ -41,6 +41,7 @@ class DataBundle:
     collate: Callable | None = None
     vocab_size: int = 0           # STS-B only
     embeddings: np.ndarray | None = None  # STS-B only: GloVe matrix (V, 300) or None
+    train_views: Dataset | None = None  # ConR: the training set with two extra augmented views per item
 
 
 def training_weights(cfg: Config, train_labels: np.ndarray, binning: str) -> np.ndarray:
@@ -82,8 +83,11 @@ def build_age_data(cfg: Config) -> DataBundle:
     cache = open_cache(root, table, d.image_size) if d.use_cache else None
     common = dict(image_size=d.image_size, crop_padding=d.crop_padding, cache=cache,
                   skip_bad_images=d.skip_bad_images)
+    train = AgeDataset(root, parts["train"], train=True, weights=weights, **common)
+    # ConR's two extra views (SPEC 9.2); not in RRT stage 2, whose frozen encoder ConR cannot change.
+    conr = cfg.method.conr.enabled and not cfg.method.rrt.enabled
     return DataBundle(
-        train=AgeDataset(root, parts["train"], train=True, weights=weights, **common),
+        train=train, train_views=train.with_views(2) if conr else None,
         train_plain=AgeDataset(root, parts["train"], train=False, **common),
         val=AgeDataset(root, parts["val"], train=False, **common),
         test=AgeDataset(root, parts["test"], train=False, **common),

@@ -1,0 +1,435 @@
+"""Grids of training runs (sweeps, paper tables), and when two runs count as the same config.
+
+Both halves live here because the collector and the scripts that launch runs must agree:
+
+* :data:`OPERATIONAL_KEYS` and :func:`comparable`: a run's resolved config without the keys that
+  do not change what is trained (seed, run folder, device, data loading, logging). The collector
+  (:func:`ranksim.report.collect`) groups runs by it; the runner below compares it before it
+  reuses a finished or interrupted run.
+* :func:`run_points`: run a list of :class:`Point` through ``train.py``, one run folder each. A
+  point whose folder holds ``results.json`` is skipped, one with ``checkpoints/last.pt`` is
+  resumed, and one whose folder holds a run of another config is refused (or, with
+  ``rerun_stale``, moved aside and rerun). A point is moved aside and rerun when a point it needs
+  (RRT stage 2 needs its stage 1) was run again. A failed point does not stop the others; the
+  points that need it are not started.
+* :func:`grid_points` and :func:`sweep`: the Cartesian grid of ``key=v1,v2`` values that
+  ``scripts/sweep.py`` runs, also usable from Python::
+
+      from ranksim.sweep import sweep
+      outcomes, table = sweep("configs/quickstart/ranksim.yaml",
+                              {"method.ranksim.gamma": [1, 10], "seed": [0, 1]},
+                              overrides=["schedule.epochs=1"], out="runs/sweeps/gamma")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from ranksim.config import Config, load_config, parse_override, to_dict
+from ranksim.errors import UserError
+
+logger = logging.getLogger("ranksim.sweep")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Keys (or whole sections) that do not change what a run trains. Runs that differ only in them
+# are the same config: the collector puts them in one row, and the reproduce and sweep scripts
+# reuse a finished run whose stored config differs from the requested one only here.
+OPERATIONAL_KEYS = (
+    "seed",                     # repeats of one config; the collector counts distinct seeds instead
+    "output_dir",               # where the run was written
+    "name", "title",            # labels (the collector keeps rows of different titles apart itself)
+    "expected",                 # the authors' numbers, once carried by configs; not a setting
+    "device",                   # cpu / cuda:N: same computation (up to floating-point order)
+    "data.root",                # the same data on another disk or machine
+    "data.use_cache",           # the uint8 image cache is lossless
+    "data.num_workers", "data.persistent_workers", "data.pin_memory", "data.prefetch_factor",  # loading speed
+    "model.channels_last", "model.compile",  # memory format and compilation: speed only
+    "logging",                  # TensorBoard, progress bars, log intervals, the divergence guard
+)
+
+
+def is_operational(key: str) -> bool:
+    return any(key == op or key.startswith(op + ".") for op in OPERATIONAL_KEYS)
+
+
+def _merge(defaults: Any, data: Any) -> Any:
+    """``data`` over ``defaults``: mappings merge deeply, ints become floats where a float is expected."""
+    if isinstance(defaults, dict) and isinstance(data, dict):
+        merged = dict(defaults)
+        for key, value in data.items():
+            merged[key] = _merge(defaults[key], value) if key in defaults else value
+        return merged
+    if isinstance(defaults, float) and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    return data
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def comparable(cfg: dict | Config, run_dir: Path | None = None, _depth: int = 0) -> dict:
+    """The flat config that decides what a run trains: defaults filled in, operational keys out.
+
+    ``method.rrt.stage1`` names a folder whose path holds the seed (``runs/agedb/vanilla/seed1``);
+    it is replaced by the stage-1 run's own config, as a short hash, when its ``config.yaml`` is
+    found (relative paths are tried from ``run_dir``'s parents, then from the working folder), so
+    that the seeds of an RRT row count as one config.
+    """
+    data = to_dict(cfg) if isinstance(cfg, Config) else cfg
+    flat = {k: v for k, v in flatten(_merge(to_dict(Config()), data)).items() if not is_operational(k)}
+    if flat.get("method.rrt.enabled") and flat.get("method.rrt.stage1") and _depth < 4:
+        flat["method.rrt.stage1"] = _stage1_identity(flat["method.rrt.stage1"], run_dir, _depth)
+    return flat
+
+
+def _stage1_identity(stage1: str, run_dir: Path | None, depth: int) -> str:
+    path = Path(stage1)
+    bases = [] if path.is_absolute() else [*(Path(run_dir).resolve().parents if run_dir else ()), Path.cwd()]
+    for candidate in ([path] if path.is_absolute() else [base / path for base in bases]):
+        folder = candidate
+        if candidate.suffix == ".pt":
+            folder = candidate.parent.parent if candidate.parent.name == "checkpoints" else candidate.parent
+        config_path = folder / "config.yaml"
+        if config_path.is_file():
+            stage1_cfg = yaml.safe_load(config_path.read_text()) or {}
+            digest = hashlib.sha1(config_key(comparable(stage1_cfg, folder, depth + 1)).encode()).hexdigest()[:8]
+            return f"{stage1_cfg.get('title') or stage1_cfg.get('name', 'stage 1')} [{digest}]"
+    return stage1
+
+
+def config_key(flat: dict) -> str:
+    """A hashable, order-independent text of a :func:`comparable` config."""
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def format_value(value: Any) -> str:
+    """A config value as a label shows it: ``10.0`` -> ``10``, ``2.5e-4`` -> ``0.00025``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, list):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def differences(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every key of two flat configs whose values differ."""
+    missing = "(absent)"
+    return [f"{k}: {format_value(old.get(k, missing))} -> {format_value(new.get(k, missing))}"
+            for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
+
+
+def last_error(run_dir: Path, since: int = 0) -> str | None:
+    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
+    log = Path(run_dir) / "train.log"
+    if not log.is_file():
+        return None
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a list of points
+
+
+@dataclass
+class Point:
+    name: str                  # what the log and the list of failures call it: a table row, or the swept values
+    config: Path               # the YAML file
+    overrides: list[str]       # key=value after the file, output_dir= and seed= included
+    out: Path                  # the run folder
+    needs: list[str] = field(default_factory=list)  # names of points whose runs this one loads (RRT stage 1)
+
+
+@dataclass
+class Outcome:
+    point: Point
+    # finished (done before, skipped) | ran | resumed | planned (dry run) | failed | stale | blocked
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("finished", "ran", "resumed", "planned")
+
+
+def default_train_command() -> list[str]:
+    return [sys.executable, str(Path("train.py") if Path("train.py").is_file() else REPO_ROOT / "train.py")]
+
+
+def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
+    """Why the run in ``point.out`` is not a run of ``point``'s config now; None when it is."""
+    if rerun_needs:
+        return f"it loads {', '.join(rerun_needs)}, which was run again just now"
+    stored_path = point.out / "config.yaml"
+    if not stored_path.is_file():
+        return f"{stored_path} is missing, so the run cannot be checked against the config"
+    stored = comparable(yaml.safe_load(stored_path.read_text()) or {}, point.out)
+    wanted = comparable(load_config(point.config, point.overrides), point.out)
+    diff = differences(stored, wanted)
+    if diff:
+        more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+        return "its config.yaml differs from the config asked for: " + "; ".join(diff[:3]) + more
+    return None
+
+
+def _move_aside(out: Path) -> Path:
+    n = 1
+    while (target := out.with_name(f"{out.name}.stale{n}")).exists():
+        n += 1
+    out.rename(target)
+    return target
+
+
+def _failure_detail(point: Point, returncode: int, log_size: int) -> str:
+    error = last_error(point.out, since=log_size) if returncode != 130 else "interrupted"
+    return error or f"train.py exited with status {returncode} (see {point.out}/console.log or the output above)"
+
+
+def run_points(points: Sequence[Point], train: Sequence[str] | None = None, jobs: int = 1, dry_run: bool = False,
+               rerun_stale: bool = False) -> list[Outcome]:
+    """Run ``points`` in order (``jobs`` at a time), each point once its ``needs`` are done.
+
+    Returns one :class:`Outcome` per point, in the order of ``points``. ``train`` is the command
+    that stands for ``python train.py`` (tests pass a stand-in). With ``jobs > 1`` each run's
+    console output goes to ``<run folder>/console.log``.
+    """
+    train = list(train or default_train_command())
+    names = {p.name for p in points}
+    if len(names) != len(points):
+        raise UserError("two points of one grid have the same name; each needs its own run folder")
+    pending = list(points)
+    running: dict[subprocess.Popen, tuple] = {}  # process -> (point, status, console log, train.log size)
+    done: dict[str, Outcome] = {}
+    try:
+        while pending or running:
+            for point in list(pending):
+                if len(running) >= max(1, jobs):
+                    break
+                needs = [n for n in point.needs if n in names]
+                if any(n not in done for n in needs):
+                    continue
+                pending.remove(point)
+                failed = [n for n in needs if not done[n].ok]
+                if failed:
+                    done[point.name] = Outcome(point, "blocked", f"not started: it needs {', '.join(failed)}, which failed")
+                    logger.info("== %s: %s", point.name, done[point.name].detail)
+                    continue
+                started = _start(point, train, [n for n in needs if done[n].status in ("ran", "resumed", "planned")],
+                                 jobs, dry_run, rerun_stale)
+                if isinstance(started, Outcome):
+                    done[point.name] = started
+                else:
+                    running[started[0]] = (point, *started[1:])
+            if running:
+                _wait_one(running, done)
+            elif pending and all(any(n in names and n not in done for n in p.needs) for p in pending):
+                raise UserError(f"the points {', '.join(p.name for p in pending)} need each other; none can start")
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+        raise
+    return [done[p.name] for p in points]
+
+
+def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dry_run: bool, rerun_stale: bool):
+    """Skip, refuse or launch one point: an :class:`Outcome`, or ``(process, status, console log, train.log size)``."""
+    out = point.out
+    command = train + ["-c", str(point.config), *point.overrides]
+    status = "ran"
+    if (out / "results.json").is_file() or (out / "checkpoints" / "last.pt").is_file():
+        try:
+            reason = _stale_reason(point, rerun_needs)
+        except UserError as err:
+            reason = f"its config cannot be resolved: {err}"
+        if reason and not rerun_stale and not rerun_needs:
+            detail = (f"{out} holds a run of another config ({reason}); move it away, or pass --rerun-stale "
+                      "to move it aside and run again")
+            logger.info("== %s: stale, not rerun: %s", point.name, detail)
+            return Outcome(point, "stale", detail)
+        if reason:
+            logger.info("== %s: %s; %s", point.name, reason,
+                        "would move it aside" if dry_run else f"moved it to {_move_aside(out)}")
+        elif (out / "results.json").is_file():
+            logger.info("== %s: finished (%s), skipped", point.name, out / "results.json")
+            return Outcome(point, "finished")
+        else:
+            command = train + ["--resume", str(out)]
+            status = "resumed"
+    logger.info("== %s: %s", point.name, " ".join(command))
+    if dry_run:
+        return Outcome(point, "planned")
+    log_file = None
+    if jobs > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        log_file = open(out / "console.log", "a")
+    log = out / "train.log"
+    log_size = log.stat().st_size if log.is_file() else 0  # the errors after it are this run's
+    proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT if log_file else None)
+    return proc, status, log_file, log_size
+
+
+def _wait_one(running: dict, done: dict) -> None:
+    while True:
+        for proc, (point, status, log_file, log_size) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[proc]
+            if log_file is not None:
+                log_file.close()
+            if code == 0:
+                done[point.name] = Outcome(point, status)
+                if len(running) or log_file is not None:
+                    logger.info("== %s: done", point.name)
+            else:
+                done[point.name] = Outcome(point, "failed", _failure_detail(point, code, log_size))
+                logger.info("== %s: FAILED: %s", point.name, done[point.name].detail)
+            return
+        time.sleep(0.1)
+
+
+def report_failures(outcomes: Iterable[Outcome], what: str = "points") -> int:
+    """Log the failed points, one a line; the exit status a script should end with (0 or 1)."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return 0
+    logger.info("%d %s failed: %s", len(failed), what, ", ".join(o.point.name for o in failed))
+    for o in failed:
+        logger.info("  %s (%s): %s", o.point.name, o.status, o.detail)
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+
+
+def split_values(text: str) -> list[str]:
+    """``1,10,100`` -> three values; commas inside brackets stay (``[5,8],[6,9]`` is two lists)."""
+    values, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += char
+    values.append(current)
+    if any(v.strip() == "" for v in values):
+        raise UserError(f"'{text}' has an empty value; give values as key=v1,v2,v3")
+    return [v.strip() for v in values]
+
+
+def parse_grid(specs: Iterable[str]) -> dict[str, list[str]]:
+    """``["method.ranksim.gamma=1,10", "seed=0,1"]`` -> ``{key: [value texts]}``, in order."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        key, _ = parse_override(spec)
+        if key in grid:
+            raise UserError(f"'{key}' is given twice; list all its values in one key=v1,v2 argument")
+        grid[key] = split_values(spec.split("=", 1)[1])
+    return grid
+
+
+def _value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _leaf_names(keys: list[str]) -> dict[str, str]:
+    """The last part of each key, or the whole key where two keys share their last part."""
+    leaves = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(keys, leaves)}
+
+
+def _folder_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-") or "empty"
+
+
+def grid_points(config: str | Path, grid: dict[str, Sequence[Any]], overrides: Sequence[str] = (),
+                out: str | Path | None = None, progress: bool = True) -> tuple[Path, list[Point]]:
+    """The sweep folder and one :class:`Point` per combination of the grid's values.
+
+    ``overrides`` apply to every point. Keys with one value are fixed overrides, not swept. Each
+    point runs into ``out/<leaf>=<value>_...`` (``gamma=10_seed=0``) and logs the swept keys as
+    TensorBoard hparams. Every point's config is resolved here, so a typo fails before any run.
+    """
+    config = Path(config)
+    grid = {k: [_value_text(v) for v in values] for k, values in grid.items()}
+    swept = [k for k, values in grid.items() if len(values) > 1]
+    fixed = list(overrides) + [f"{k}={values[0]}" for k, values in grid.items() if len(values) == 1]
+    if not swept:
+        raise UserError("nothing to sweep: give at least one key with two or more values, e.g. method.ranksim.gamma=1,10")
+    for key in swept:
+        if key != "seed" and is_operational(key):
+            raise UserError(f"'{key}' does not change what is trained (ranksim.sweep.OPERATIONAL_KEYS), so its points "
+                            "would be one config; set it for every point after --")
+    fixed_keys = {parse_override(text)[0] for text in fixed}
+    for key in swept:
+        if key in fixed_keys:
+            raise UserError(f"'{key}' is swept and also set for every point; keep one of the two")
+    base = load_config(config, fixed)
+    leaves = _leaf_names(swept)
+    if out is None:
+        out = Path("runs") / "sweeps" / base.name / "-".join(_folder_part(leaves[k]) for k in swept)
+    out = Path(out)
+    hparams = "logging.hparams=[" + ",".join(swept) + "]"
+    points, folders = [], set()
+    for values in itertools.product(*(grid[k] for k in swept)):
+        name = "_".join(f"{_folder_part(leaves[k])}={_folder_part(v)}" for k, v in zip(swept, values))
+        if name in folders:
+            raise UserError(f"two points of the grid would share the run folder {name}; give values that differ "
+                            "in letters or digits")
+        folders.add(name)
+        point_overrides = fixed + [f"{k}={v}" for k, v in zip(swept, values)] + [hparams]
+        point_overrides += [] if progress else ["logging.progress=false"]
+        point_overrides.append(f"output_dir={out / name}")
+        load_config(config, point_overrides)  # fail now on a bad key or value, not after hours of runs
+        points.append(Point(name, config, point_overrides, out / name))
+    return out, points
+
+
+def sweep(config: str | Path, grid: dict[str, Sequence[Any]], overrides: Sequence[str] = (),
+          out: str | Path | None = None, jobs: int = 1, dry_run: bool = False, rerun_stale: bool = False,
+          train: Sequence[str] | None = None) -> tuple[list[Outcome], str]:
+    """Run the grid (see :func:`grid_points`) and collect it: ``(outcomes, markdown table)``.
+
+    The table has one row per config (mean ± std over the seeds), one column per swept key
+    other than the seed; it is empty in a dry run.
+    """
+    from ranksim.report import collect, discover_runs, render
+
+    out, points = grid_points(config, grid, overrides, out, progress=jobs == 1)
+    outcomes = run_points(points, train=train, jobs=jobs, dry_run=dry_run, rerun_stale=rerun_stale)
+    if dry_run:
+        return outcomes, ""
+    folders = {p.out.resolve() for p in points}
+    runs = [r for r in discover_runs(out) if r.path.resolve() in folders]
+    columns = [k for k, values in grid.items() if len(values) > 1 and k != "seed"]
+    dataset = load_config(config, points[0].overrides).data.dataset
+    return outcomes, render(collect(runs, dataset, columns=columns), "markdown")

@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+"""Train and evaluate every row of one paper table, then print the table beside the authors' numbers.
+
+    scripts/reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale]
+                               [--runs DIR] [-- key=value ...]
+
+DATASET is a folder under configs/ (agedb, imdb_wiki, sts_b), or the path of any folder of row
+configs. Each row is DATASET/ROW.yaml and runs into runs/DATASET/ROW/seedN (--runs changes
+runs/DATASET). The rows run in table order, --rows too, so that every stage-1 row runs before
+the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) passed in.
+
+- A row whose folder holds results.json is skipped, and one with checkpoints/last.pt is resumed,
+  but only if the folder's config.yaml matches the row's config now (operational keys such as
+  device and workers aside; see ranksim.sweep.OPERATIONAL_KEYS). A row whose config has changed
+  is refused with the differences; --rerun-stale moves its folder to <folder>.staleN and reruns
+  it. An RRT row whose stage 1 was run again is moved aside and rerun too.
+- A failed row does not stop the others; the rows that load it are not started. The script ends
+  with status 1 and the list of failed rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from ranksim.config import load_config  # noqa: E402
+from ranksim.errors import UserError  # noqa: E402
+from ranksim.sweep import Point, report_failures, run_points  # noqa: E402
+
+# Paper order: each method, then its "+ RankSim" twin (the _ranksim file); RRT rows come last,
+# after the stage-1 rows they load. Rows of other names follow in alphabetical order.
+STEMS = ["vanilla", "sqinv", "inv", "lds", "fds", "sqinv_fds", "lds_fds", "focal", "focal_lds", "focal_fds",
+         "focal_lds_fds", "rrt", "rrt_lds", "rrt_fds", "rrt_lds_fds"]
+STAGE1 = re.compile(r"^runs/[^/]+/([^/]+)/seed\d+/?$")  # the shipped configs' stage1: runs/<table>/<row>/seed0
+
+
+def table_rows(folder: Path) -> list[str]:
+    """The row configs of ``folder`` (all YAML files but base.yaml and cpu_*), in table order."""
+    stems = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base" and not p.stem.startswith("cpu_"))
+    order = [s + suffix for s in STEMS for suffix in ("", "_ranksim")]
+    return sorted(stems, key=lambda s: (order.index(s) if s in order else len(order), s))
+
+
+USAGE = ("reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale] [--runs DIR] "
+         "[-- key=value ...]")
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    extra = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(usage=USAGE, description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="a folder under configs/ (agedb, imdb_wiki, sts_b) or a folder of row configs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    parser.add_argument("--rows", help="only these rows (config file stems, comma-separated)")
+    parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (default 1)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--rerun-stale", action="store_true",
+                        help="move the folder of a row whose config changed to <folder>.staleN and rerun the row")
+    parser.add_argument("--runs", type=Path, help="folder of the row folders (default runs/<dataset folder name>)")
+    return parser.parse_args(argv), extra
+
+
+def make_points(folder: Path, runs: Path, rows: list[str], seed: int, extra: list[str]) -> list[Point]:
+    """One point per row; an RRT row's stage1 is rewritten to its stage-1 row's folder of this seed."""
+    points = []
+    for row in rows:
+        config = folder / f"{row}.yaml"
+        out = runs / row / f"seed{seed}"
+        overrides = [f"seed={seed}", f"output_dir={out}", "logging.progress=false"]
+        needs = []
+        stage1 = load_config(config).method.rrt.stage1
+        match = STAGE1.match(stage1)
+        if match:
+            needs.append(match.group(1))
+            overrides.append(f"method.rrt.stage1={runs / match.group(1) / f'seed{seed}'}")
+        points.append(Point(row, config, overrides + list(extra), out, needs))
+        load_config(config, points[-1].overrides)  # a bad row or override fails now, before hours of runs
+    return points
+
+
+def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
+    args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("ranksim.sweep")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path("configs") / args.dataset
+        if not folder.is_dir() or args.dataset in ("", "."):
+            choices = " ".join(p.name for p in sorted(Path("configs").iterdir()) if p.name != "quickstart") \
+                if Path("configs").is_dir() else ""
+            raise UserError(f"no configs/{args.dataset}; choose one of: {choices}")
+        runs = args.runs or Path("runs") / folder.name
+        all_rows = table_rows(folder)
+        if not all_rows:
+            raise UserError(f"{folder} holds no row configs")
+        rows = all_rows
+        if args.rows:
+            selected = [r.strip() for r in args.rows.split(",") if r.strip()]
+            for row in selected:
+                if row not in all_rows:
+                    raise UserError(f"no row '{row}' in {folder} (rows: {' '.join(all_rows)})")
+            rows = [r for r in all_rows if r in selected]  # table order: stage-1 rows before their RRT rows
+        if args.jobs < 1:
+            raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+        points = make_points(folder, runs, rows, args.seed, extra)
+        dataset = load_config(points[0].config, points[0].overrides).data.dataset
+        outcomes = run_points(points, train=train, jobs=args.jobs, dry_run=args.dry_run, rerun_stale=args.rerun_stale)
+        if args.dry_run:
+            log.info("== then: %s scripts/collect_results.py %s --dataset %s", sys.executable, runs, dataset)
+        else:
+            from ranksim.report import collect, discover_runs, render
+            print(render(collect(discover_runs(runs), dataset), "markdown"), flush=True)
+        return report_failures(outcomes, "rows")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        log.removeHandler(handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
