@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -151,12 +152,12 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str 
 
 
 def run_probes(out: Path, names: list[str], steps: int, jobs: int, sts_b_root: str) -> str:
-    import torch
-
-    torch.set_num_threads(1)
-    with ThreadPoolExecutor(jobs) as pool:
-        curves = dict(zip(names, pool.map(lambda n: probe(n, steps, every=max(1, steps // 4), sts_b_root=sts_b_root),
-                                          names)))
+    # One process per probe: threads would share torch's global generator, so the nets' initial
+    # weights would depend on the order in which the threads ran.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = [pool.submit(probe, n, steps, 0, max(1, steps // 4), sts_b_root) for n in names]
+        curves = dict(zip(names, (run.result() for run in runs)))
     path = out / "probes.json"
     stored = json.loads(path.read_text()) if path.is_file() else {}
     stored.update(curves)
