@@ -4,7 +4,8 @@
     python train.py -c configs/quickstart/ranksim.yaml [key.sub=value ...]
     python train.py --resume runs/quickstart/ranksim/20261128-120000
 
-Reads top to bottom: parse, resolve the config, pick the device, make the run folder, train, test.
+Reads top to bottom: parse, resolve the config, pick the device, name the run folder, build the
+data and model, make the run folder, train, test.
 The loop itself is ranksim.engine; the config schema (every key, with why it is set) is
 ranksim/config.py.
 """
@@ -75,27 +76,44 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from ranksim.distributed import broadcast_object, init_distributed, is_main_process
         from ranksim.engine import run_training, select_device
-        from ranksim.runs import new_run_dir, write_run_files
+        from ranksim.runs import choose_run_dir, create_run_dir, write_run_files
 
         device = init_distributed(cfg.device) or select_device(cfg.device)
         main_process = is_main_process()
-        if not args.resume:
-            # Rank 0 names the folder (it holds a timestamp) and tells the others; an error there
+        if not main_process:
+            setup_logging(None, logging.WARNING)
+
+        def on_rank0(fn):
+            # Rank 0 acts (a folder name holds a timestamp) and tells the others; an error there
             # is passed on so that no process waits forever.
-            run_dir = None
-            try:
-                run_dir = new_run_dir(cfg) if main_process else None
-                if main_process:
-                    write_run_files(run_dir, cfg, device)
-                failure = None
-            except UserError as err:
-                failure = str(err)
-            run_dir, failure = broadcast_object((run_dir, failure))
+            value, failure = None, None
+            if main_process:
+                try:
+                    value = fn()
+                except UserError as err:
+                    failure = str(err)
+            value, failure = broadcast_object((value, failure))
             if failure:
                 raise UserError(failure)
-        setup_logging(run_dir if main_process else None, logging.INFO if main_process else logging.WARNING)
-        log.info("run folder %s, device %s", run_dir, device)
-        results = run_training(cfg, run_dir, device, resume=bool(args.resume), trust_checkpoint=args.trust_checkpoint)
+            return value
+
+        def open_run_dir() -> Path:
+            # Called by run_training once the data and model are built: a failed start leaves no
+            # folder behind. The folder was named and checked before, so a refusal comes at once.
+            nonlocal run_dir
+            if not args.resume:
+                chosen = run_dir
+                run_dir = on_rank0(lambda: create_run_dir(chosen, cfg))
+                if main_process:
+                    write_run_files(run_dir, cfg, device)
+            setup_logging(run_dir if main_process else None, logging.INFO if main_process else logging.WARNING)
+            log.info("run folder %s, device %s", run_dir, device)
+            return run_dir
+
+        if not args.resume:
+            run_dir = on_rank0(lambda: choose_run_dir(cfg))
+        results = run_training(cfg, open_run_dir, device, resume=bool(args.resume),
+                               trust_checkpoint=args.trust_checkpoint)
     except UserError as err:
         logging.getLogger("ranksim").error("%s", err)
         return UserError.exit_code

@@ -105,6 +105,14 @@ def gather_with_local_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, slice]:
     return torch.cat(parts), slice(start, start + tensor.shape[0])
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Overwrite every buffer of ``module`` (BatchNorm running statistics, FDS, ...) with process
+    0's, in place; nothing without a group."""
+    if is_distributed():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every process (e.g. the run folder, whose name has a timestamp)."""
     if not is_distributed():

@@ -7,8 +7,15 @@ build and call.
 Order within an epoch, as in the authors' code: train (validating every
 ``schedule.val_every_iters`` iterations when set), then the FDS statistics pass, then the
 epoch-end validation, then checkpoints. Every epoch re-seeds the global RNG, the sampler and
-RankSim's de-duplication from ``(seed, epoch)``, so that a run resumed from ``last.pt`` sees the
-same batches, augmentations and choices as an uninterrupted one.
+RankSim's de-duplication from ``(seed, epoch)``, and each training sample's augmentation is drawn
+from ``(seed, epoch, sample index)`` (:mod:`ranksim.data.seeding`, which also reaches persistent
+loader workers), so that a run resumed from ``last.pt`` sees the same batches, augmentations and
+choices as an uninterrupted one.
+
+The learning-rate policy lives in two schedulers built together: the milestone decay, stepped by
+:meth:`Trainer.fit` at the end of each epoch, and the optional plateau decay
+(``schedule.plateau_lr_factor``), stepped after each validation by
+:meth:`Trainer.validation_step`. ``validate()`` only measures and records.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +39,9 @@ from tqdm import tqdm
 from ranksim.analysis import FeatureDiagnostics, diagnostics_line
 from ranksim.config import Config, config_from_dict, get_key, to_dict
 from ranksim.data.build import DataBundle, build_data
-from ranksim.distributed import (all_reduce_sum, barrier, gather_shards, get_rank, get_world_size,
-                                 is_main_process, shard_indices)
+from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
+from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
+                                 get_world_size, is_main_process, shard_indices)
 from ranksim.errors import UserError
 from ranksim.conr import conr_loss
 from ranksim.losses import build_loss
@@ -77,14 +86,23 @@ def to_device(inputs, device: torch.device):
     return inputs.to(device, non_blocking=True)
 
 
-def make_loader(cfg: Config, dataset, data: DataBundle, sampler=None, batch_size: int | None = None) -> DataLoader:
-    """A loader over ``dataset`` in order, or in ``sampler``'s order; ``batch_size`` is per process."""
+def make_loader(cfg: Config, dataset, data: DataBundle, sampler=None, batch_size: int | None = None,
+                persistent: bool = False) -> DataLoader:
+    """A loader over ``dataset`` in order, or in ``sampler``'s order; ``batch_size`` is per process.
+
+    ``persistent`` keeps the worker pool between passes (``data.persistent_workers`` permitting):
+    only for the training loader, which is iterated every epoch. Loaders made for one pass
+    (evaluation, the FDS statistics pass) must not leave a pool behind. Each loader has its own
+    generator, so making or iterating one never draws from the global RNG.
+    """
     d = cfg.data
     workers = d.num_workers
-    extra = dict(persistent_workers=d.persistent_workers, prefetch_factor=d.prefetch_factor) if workers > 0 else {}
+    extra = dict(persistent_workers=persistent and d.persistent_workers,
+                 prefetch_factor=d.prefetch_factor) if workers > 0 else {}
     return DataLoader(dataset, batch_size=batch_size or local_batch_size(cfg), sampler=sampler,
                       num_workers=workers, collate_fn=data.collate,
-                      pin_memory=d.pin_memory and torch.cuda.is_available(), drop_last=False, **extra)
+                      pin_memory=d.pin_memory and torch.cuda.is_available(), drop_last=False,
+                      generator=torch.Generator().manual_seed(cfg.seed), **extra)
 
 
 def local_batch_size(cfg: Config) -> int:
@@ -177,6 +195,36 @@ class TrainState:
     validations: int = 0
     bad_validations: int = 0       # consecutive validations without improvement (patience)
     stopped_early: bool = False
+    val_history: list = field(default_factory=list)  # every validation's select_by value (stop rule)
+
+
+def worst_of_window(history: list, patience: int) -> bool:
+    """The authors' STS-B patience check (SPEC 8): the latest value is the worst of the last
+    ``patience + 1``, once there are more than ``patience + 1`` values.
+
+    With ``patience = 30``: ``len(h) > 31 and max(h[-31:]) <= h[-1]``. Unlike "``patience``
+    validations without a new best", a slow drift upward with an old best far behind does not
+    stop it, and a single bad value after a long plateau can.
+    """
+    window = patience + 1
+    return len(history) > window and max(history[-window:]) <= history[-1]
+
+
+def build_schedulers(cfg: Config, optimizer: torch.optim.Optimizer):
+    """The LR policy: ``(milestone decay, plateau decay or None)``.
+
+    The milestone scheduler is stepped once per epoch; the plateau one after each validation,
+    with the validation value, multiplying the LR by ``plateau_lr_factor`` whenever the value is
+    not strictly below every earlier one (the same test as a new best).
+    """
+    s = cfg.schedule
+    milestones = torch.optim.lr_scheduler.MultiStepLR(optimizer, s.milestones, s.lr_gamma)
+    plateau = None
+    if s.plateau_lr_factor != 1.0:
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=s.plateau_lr_factor, patience=0, threshold=0.0,
+            threshold_mode="abs", cooldown=0, min_lr=0.0, eps=0.0)
+    return milestones, plateau
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -209,7 +257,7 @@ class Trainer:
     Only the main process writes files and TensorBoard.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, device: torch.device, writer=None,
+    def __init__(self, cfg: Config, run_dir: Path | None, device: torch.device, writer=None,
                  trust_checkpoint: bool = False):
         self.cfg, self.run_dir, self.device, self.writer = cfg, run_dir, device, writer
         self.main = is_main_process()
@@ -220,7 +268,7 @@ class Trainer:
             self.module = self.module.to(memory_format=torch.channels_last)
         if cfg.method.rrt.enabled:
             load_rrt_stage1(self.module, cfg, trust_checkpoint)
-        self.fds = getattr(getattr(self.module, "head", None), "fds", None)
+        self.fds = self.module.fds
         self.model = torch.compile(self.module) if cfg.model.compile else self.module
         if get_world_size() > 1:
             self.model = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -237,8 +285,7 @@ class Trainer:
         # -- ConR (SPEC 9.2): like RankSim, a feature loss that RRT stage 2's frozen encoder cannot use --
         self.use_conr = m.conr.enabled and not m.rrt.enabled
         self.optimizer = build_optimizer(cfg, groups)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, cfg.schedule.milestones,
-                                                              cfg.schedule.lr_gamma)
+        self.scheduler, self.plateau = build_schedulers(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         self.select_by = selection_metric(cfg)
         # In RRT stage 2 the encoder is frozen, so RankSim (a loss on its features) cannot change
@@ -250,17 +297,21 @@ class Trainer:
         self.diagnostics: dict[str, FeatureDiagnostics] = {}  # per split, made at its first evaluation
         self.ranksim_generator = torch.Generator(device=device)
         # The same sampler with or without DDP: a seeded permutation per epoch (set_epoch), split
-        # across processes; with one process it is a plain seeded shuffle.
-        self.train_sampler = DistributedSampler(self.data.train, num_replicas=get_world_size(), rank=get_rank(),
-                                                shuffle=True, seed=cfg.seed)
+        # across processes; with one process it is a plain seeded shuffle. Each sample's
+        # augmentation is seeded from (seed, epoch, index), whichever worker loads it.
+        self.train_sampler = KeyedSampler(DistributedSampler(self.data.train, num_replicas=get_world_size(),
+                                                             rank=get_rank(), shuffle=True, seed=cfg.seed),
+                                          cfg.seed, stream=0)
         train_set = self.data.train_views if self.use_conr else self.data.train
-        self.train_loader = make_loader(cfg, train_set, self.data, sampler=self.train_sampler)
+        self.train_loader = make_loader(cfg, SeededItems(train_set), self.data, sampler=self.train_sampler,
+                                        persistent=True)
 
     # -- checkpoints ------------------------------------------------------------------------------
 
     def checkpoint(self) -> dict:
         checkpoint = {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                       "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                      "plateau": self.plateau.state_dict() if self.plateau is not None else None,
                       "state": vars(self.state).copy(), "config": to_dict(self.cfg)}
         if self.bmse is not None:  # noise scale and label-density tensors (plain tensors)
             checkpoint["loss"] = self.bmse.state_dict()
@@ -276,6 +327,8 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if checkpoint.get("scaler"):
             self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.plateau is not None and checkpoint.get("plateau"):
+            self.plateau.load_state_dict(checkpoint["plateau"])
         self.state = TrainState(**checkpoint["state"])
 
     def save(self, obj: dict, name: str) -> None:
@@ -365,9 +418,9 @@ class Trainer:
                 self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.state.global_step)
             bar.set_postfix(loss=f"{value:.3f}")
             if cfg.schedule.val_every_iters and self.state.global_step % cfg.schedule.val_every_iters == 0:
-                self.validate(epoch, self.mean_losses(sums, seen))
+                stop = self.validation_step(epoch, self.mean_losses(sums, seen))
                 self.set_train_mode()
-                if self.should_stop():
+                if stop:
                     break
         return self.mean_losses(sums, seen)
 
@@ -395,21 +448,29 @@ class Trainer:
     def update_fds(self, epoch: int) -> None:
         """End-of-epoch FDS statistics over the whole training set (SPEC 4).
 
-        Fixed mode: eval mode on un-augmented images. Faithful mode (quirk 3): train mode on
-        augmented images, as the authors do, which also updates BatchNorm's buffers. Per-bucket
-        sums are accumulated batch by batch (no N x D feature matrix is kept) and, under DDP,
-        summed over the processes' shards, so every process gets the single-process statistics.
+        Fixed mode: eval mode on un-augmented images, in file order. Faithful mode (quirk 3): train
+        mode on augmented images, as the authors do, which also updates BatchNorm's buffers; the
+        authors iterate their shuffled training loader, so the training set is visited in a fresh
+        seeded permutation per epoch (from ``(seed, epoch)``, so a resumed run repeats it) with
+        augmentation seeded per sample. Under DDP each process takes a strided share of that
+        permutation, and afterwards every process takes process 0's module buffers, so BatchNorm
+        does not diverge across processes. Per-bucket sums are accumulated batch by batch (no
+        N x D feature matrix is kept) and, under DDP, summed over the processes' shards, so every
+        process gets the statistics of each training sample counted once.
         """
         if self.fds is None or epoch < self.cfg.method.fds.start_update:
             return
-        if self.cfg.method.faithful:
+        faithful = self.cfg.method.faithful
+        if faithful:
             self.set_train_mode()
-            dataset = self.data.train
+            order = KeyedSampler(ShuffledShard(len(self.data.train), self.cfg.seed, get_rank(), get_world_size()),
+                                 self.cfg.seed, stream=1)
+            order.set_epoch(epoch)
+            loader = make_loader(self.cfg, SeededItems(self.data.train), self.data, sampler=order)
         else:
             self.model.eval()
-            dataset = self.data.train_plain
+            loader = sharded_loader(self.cfg, self.data.train_plain, self.data)
         totals = None
-        loader = sharded_loader(self.cfg, dataset, self.data)
         for inputs, targets, _ in tqdm(loader, desc="FDS statistics", leave=False,
                                        disable=not (self.cfg.logging.progress and self.main)):
             targets = targets.to(self.device)
@@ -419,7 +480,9 @@ class Trainer:
             totals = batch if totals is None else tuple(t + b for t, b in zip(totals, batch))
         totals = tuple(all_reduce_sum(t) for t in totals)
         self.fds.update_last_epoch_stats(epoch)
-        self.fds.update_from_bucket_statistics(*totals, epoch)
+        self.fds.update_from_totals(*totals, epoch)  # keeps the stale-epoch guard (RRT stage 2)
+        if faithful:
+            broadcast_buffers(self.module)
 
     # -- validation and checkpoints ---------------------------------------------------------------
 
@@ -447,6 +510,7 @@ class Trainer:
         metrics, preds, labels, diagnostics = self.evaluate_split("val")
         st.validations += 1
         value = metrics["all"][self.select_by]
+        st.val_history.append(value)
         improved = value < st.best_metric
         if improved:
             st.best_metric, st.best_epoch, st.bad_validations = value, epoch, 0
@@ -454,9 +518,6 @@ class Trainer:
                        "step": st.global_step, "val": metrics}, "best.pt")
         else:
             st.bad_validations += 1
-            if cfg.schedule.plateau_lr_factor != 1.0:
-                for group in self.optimizer.param_groups:
-                    group["lr"] *= cfg.schedule.plateau_lr_factor
         if not self.main:
             return metrics
         record = {"epoch": epoch, "step": st.global_step, "lr": self.optimizer.param_groups[0]["lr"],
@@ -482,10 +543,20 @@ class Trainer:
             self.writer.add_figure("val/per_label_error", _per_label_figure(preds, labels, self.data), st.global_step)
         return metrics
 
+    def validation_step(self, epoch: int, train_metrics: dict) -> bool:
+        """Validate, step the plateau LR scheduler with the result, and say whether to stop."""
+        metrics = self.validate(epoch, train_metrics)
+        if self.plateau is not None:
+            self.plateau.step(metrics["all"][self.select_by])
+        return self.should_stop()
+
     def should_stop(self) -> bool:
         s, st = self.cfg.schedule, self.state
-        if s.patience and st.bad_validations >= s.patience:
+        if s.patience and s.stop_rule == "no_new_best" and st.bad_validations >= s.patience:
             logger.info("stopping: %d validations without improvement", st.bad_validations)
+            st.stopped_early = True
+        if s.patience and s.stop_rule == "worst_of_window" and worst_of_window(st.val_history, s.patience):
+            logger.info("stopping: the latest validation is the worst of the last %d", s.patience + 1)
             st.stopped_early = True
         if s.max_validations and st.validations >= s.max_validations:
             logger.info("stopping: reached %d validations", st.validations)
@@ -502,8 +573,7 @@ class Trainer:
             train_metrics = self.train_epoch(epoch)
             self.update_fds(epoch)
             if not cfg.schedule.val_every_iters and not st.stopped_early:
-                self.validate(epoch, train_metrics)
-                self.should_stop()
+                self.validation_step(epoch, train_metrics)
             self.scheduler.step()
             st.epoch = epoch + 1
             self.save(self.checkpoint(), "last.pt")
@@ -543,19 +613,26 @@ def _per_label_figure(preds, labels, data: DataBundle):
                                   data.train_labels, data.binning)
 
 
-def run_training(cfg: Config, run_dir: Path, device: torch.device, resume: bool = False,
-                 trust_checkpoint: bool = False) -> dict:
+def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.device,
+                 resume: bool = False, trust_checkpoint: bool = False) -> dict:
     """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results.
+
+    ``run_dir`` may also be a function that creates the run folder and returns it. It is called
+    once the data and model are built, so a run that fails before (a missing data folder, a bad
+    split file, a missing RRT stage 1) leaves no folder behind.
 
     ``trust_checkpoint`` (train.py --trust-checkpoint) lets ``last.pt`` and the RRT stage-1
     checkpoint be read with full unpickling; otherwise they are read with ``weights_only=True``.
     """
+    trainer = Trainer(cfg, None, device, trust_checkpoint=trust_checkpoint)
+    if callable(run_dir):
+        run_dir = run_dir()
     writer = None
     if cfg.logging.tensorboard and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir))
+    trainer.run_dir, trainer.writer = run_dir, writer
     try:
-        trainer = Trainer(cfg, run_dir, device, writer, trust_checkpoint=trust_checkpoint)
         if resume:
             last = run_dir / "checkpoints" / "last.pt"
             trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)

@@ -60,7 +60,7 @@ Other decisions:
 - Per-bucket sums are accumulated in float64 (float32 on MPS) whatever the feature dtype, so that
   mean and unbiased variance from ``(count, sum, sum of squares)`` do not cancel badly; the
   buffers are float32. :meth:`bucket_statistics` exposes the sums so that a multi-GPU version can
-  all-reduce them before :meth:`update_from_bucket_statistics`.
+  all-reduce them before :meth:`update_from_totals`, which keeps the stale-epoch guard.
 - Calibration leaves a dimension unchanged where ``var_b <= 0`` (the authors' age code tests
   ``== 0``, their STS-B code ``<= 0``; variances are never negative here), and a whole bucket
   unchanged when ``sum(var_b) < 1e-10``.
@@ -261,10 +261,26 @@ class FDS(nn.Module):
         return counts, sums, sq_sums
 
     @torch.no_grad()
-    def update_from_bucket_statistics(self, counts: torch.Tensor, sums: torch.Tensor,
-                                      sq_sums: torch.Tensor, epoch: int) -> None:
-        """Fold per-bucket sums (from :meth:`bucket_statistics`, possibly all-reduced) into the
-        running statistics of epoch ``epoch`` (see :meth:`update_running_stats`)."""
+    def update_from_totals(self, counts: torch.Tensor, sums: torch.Tensor, sq_sums: torch.Tensor,
+                           epoch: int) -> bool:
+        """Fold per-bucket totals of epoch ``epoch`` into the running statistics; the one public way
+        to update them from totals (a training loop that all-reduces :meth:`bucket_statistics`
+        over processes calls this with the sums).
+
+        Applies the stale-epoch guard of :meth:`update_running_stats`: totals of an epoch older
+        than ``stored_epoch`` are ignored, as in the authors' code. This matters when the module
+        starts from another run's buffers: RRT stage 2 loads stage 1's FDS at its best epoch ``b``
+        and must leave the statistics alone until its own epoch ``b``. Returns whether it updated.
+        """
+        if epoch < int(self.stored_epoch):
+            log.debug("FDS: ignored epoch %d statistics (older than stored epoch %d)", epoch, int(self.stored_epoch))
+            return False
+        self._fold_totals(counts, sums, sq_sums, epoch)
+        return True
+
+    @torch.no_grad()
+    def _fold_totals(self, counts: torch.Tensor, sums: torch.Tensor, sq_sums: torch.Tensor, epoch: int) -> None:
+        """Fold per-bucket sums into the running statistics of epoch ``epoch`` (no guard)."""
         counts = counts.to(sums.dtype)  # all-reduced counts may arrive as integers
         present = counts > 0
         n = counts[:, None]
@@ -309,7 +325,7 @@ class FDS(nn.Module):
         if epoch < int(self.stored_epoch):
             return
         counts, sums, sq_sums = self.bucket_statistics(features, labels)
-        self.update_from_bucket_statistics(counts, sums, sq_sums, epoch)
+        self._fold_totals(counts, sums, sq_sums, epoch)
         log.debug("FDS: updated running statistics with epoch %d features", epoch)
 
     @torch.no_grad()

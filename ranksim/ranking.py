@@ -18,15 +18,13 @@ integer sort, which made ranking the bulk of RankSim's time on top of the simila
 on CPU, rows that fit in float32 are ranked through one numpy sort of packed int64 keys: the high
 32 bits are an order-preserving integer image of ``-x`` and the low 32 bits the column index. The
 keys are distinct, so an unstable sort gives exactly the stable descending order, and the column
-falls out of the sorted keys. Large matrices are split by rows over ``torch.get_num_threads()``
-threads (numpy releases the GIL while sorting). Other devices, and float64 rows (which do not
-pack), use ``torch.sort(stable=True)``; both paths give identical ranks.
+falls out of the sorted keys. Other devices, and float64 rows (which do not pack), use
+``torch.sort(stable=True)``; both paths give identical ranks. (Splitting large matrices by rows
+over threads was tried and removed: it only acted from m * n >= 2**17, which no shipped config
+reaches, and it did not measurably pay on the 2-core test machine.)
 """
 
 from __future__ import annotations
-
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -34,12 +32,6 @@ import torch
 # Added to lambda in the backward, as in the blackbox-backprop formulation, so lambda -> 0 does
 # not divide by zero.
 _LAMBDA_EPS = 1e-8
-
-# Below this many elements a single thread sorts faster than the hand-off to a pool costs.
-_PARALLEL_MIN_ELEMENTS = 1 << 17
-
-_pool: ThreadPoolExecutor | None = None
-_pool_key: tuple[int, int] | None = None
 
 
 def uses_numpy_sort(x: torch.Tensor) -> bool:
@@ -59,34 +51,6 @@ def _rank_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    # One pool per process and thread count; a forked child (DataLoader worker) builds its own.
-    global _pool, _pool_key
-    key = (os.getpid(), workers)
-    if _pool is None or _pool_key != key:
-        _pool, _pool_key = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ranksim-rank"), key
-    return _pool
-
-
-def _row_chunks(rows: int, elements: int):
-    workers = max(1, min(torch.get_num_threads(), rows))
-    if workers == 1 or elements < _PARALLEL_MIN_ELEMENTS:
-        return [slice(0, rows)], None
-    bounds = np.linspace(0, rows, workers + 1).astype(int)
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])], _thread_pool(workers)
-
-
-def run_over_rows(fn, rows: int, elements: int) -> None:
-    """Call ``fn(row_slice)`` on chunks covering ``range(rows)``: in threads when ``elements`` is
-    large and torch may use several threads, else once on all rows. ``fn`` must release the GIL
-    for the threads to help (numpy sorting and ufuncs do)."""
-    chunks, pool = _row_chunks(rows, elements)
-    futures = [pool.submit(fn, c) for c in chunks[1:]] if pool is not None else []
-    fn(chunks[0])
-    for future in futures:
-        future.result()
-
-
 def scatter_positions(order: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``out[i, order[i, k]] = (k + 1) / n``: the normalised ranks of a row-wise sort ``order``."""
     m, n = order.shape
@@ -101,20 +65,16 @@ def _packed_order_cpu(x: torch.Tensor) -> torch.Tensor:
     keys = np.empty((m, n), dtype=np.int64)
     columns = np.arange(n, dtype=np.int64)
 
-    def sort_rows(rows: slice) -> None:
-        # -x + 0.0 turns -0.0 into +0.0, so the two zeros tie as torch.sort sees them.
-        neg = np.negative(src[rows]) + np.float32(0.0)
-        bits = neg.view(np.int32)
-        # Flip the magnitude bits of negatives: the int32 order becomes the float order.
-        bits ^= (bits >> 31) & np.int32(0x7FFFFFFF)
-        block = keys[rows]
-        block[...] = bits
-        block <<= 32
-        block |= columns
-        block.sort(axis=1)
-        block &= 0xFFFFFFFF
-
-    run_over_rows(sort_rows, m, m * n)
+    # -x + 0.0 turns -0.0 into +0.0, so the two zeros tie as torch.sort sees them.
+    neg = np.negative(src) + np.float32(0.0)
+    bits = neg.view(np.int32)
+    # Flip the magnitude bits of negatives: the int32 order becomes the float order.
+    bits ^= (bits >> 31) & np.int32(0x7FFFFFFF)
+    keys[...] = bits
+    keys <<= 32
+    keys |= columns
+    keys.sort(axis=1)
+    keys &= 0xFFFFFFFF
     return torch.from_numpy(keys)
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ranksim import ranking
-from ranksim.ranking import TrueRanker, run_over_rows, scatter_positions
+from ranksim.ranking import TrueRanker, scatter_positions
 
 
 def _check_inputs(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -136,15 +136,9 @@ def label_ranks(labels: torch.Tensor, sort_index: torch.Tensor | None, dtype: to
     by_label = labels if sort_index is None else labels[sort_index]
     distance = (labels[:, None] - by_label[None, :]).abs_()  # columns in ascending-label order
     if ranking.uses_numpy_sort(labels):
-        dist = distance.numpy()
-        to_column = None if sort_index is None else sort_index.numpy()
-        order_np = np.empty((m, m), dtype=np.int64)
-
-        def sort_rows(rows: slice) -> None:
-            order = np.argsort(dist[rows], axis=1, kind="stable")
-            order_np[rows] = order if to_column is None else to_column[order]
-
-        run_over_rows(sort_rows, m, m * m)
+        order_np = np.argsort(distance.numpy(), axis=1, kind="stable")
+        if sort_index is not None:
+            order_np = sort_index.numpy()[order_np]  # ascending-label position -> batch column
         order = torch.from_numpy(order_np)
     else:
         order = torch.sort(distance, dim=1, stable=True).indices

@@ -36,19 +36,59 @@ logger = logging.getLogger("ranksim")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_run_dir(cfg: Config) -> Path:
-    """``cfg.output_dir`` or ``runs/<name>/<timestamp>``; never reuses a folder holding a run."""
+def holds_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run worth keeping: a resumable ``checkpoints/last.pt`` or a
+    finished ``results.json``. A start that failed before its first epoch leaves neither, and
+    does not block its own folder."""
+    return (run_dir / "checkpoints" / "last.pt").exists() or (run_dir / "results.json").exists()
+
+
+def choose_run_dir(cfg: Config) -> Path:
+    """``cfg.output_dir`` or ``runs/<name>/<timestamp>``, refused if it holds a run; creates nothing.
+
+    Called before the data are read, so that a refusal is reported at once; the folder itself is
+    made by :func:`create_run_dir` once the data and model are built, so that a run that fails
+    before it trains (a missing data folder, say) leaves no empty folder behind.
+    """
     if cfg.output_dir:
         run_dir = Path(cfg.output_dir)
     else:
-        run_dir = Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S")
-        suffix = 1
-        while run_dir.exists():  # two runs started in the same second
-            run_dir = run_dir.with_name(f"{run_dir.name.split('.')[0]}.{suffix}")
-            suffix += 1
-    if (run_dir / "checkpoints").exists() or (run_dir / "results.json").exists():
+        run_dir = _free_name(Path("runs") / cfg.name / time.strftime("%Y%m%d-%H%M%S"))
+    if holds_run(run_dir):
         raise UserError(f"{run_dir} already holds a run; continue it with 'python train.py --resume {run_dir}' "
                         "or choose another output_dir=")
+    return run_dir
+
+
+def _free_name(run_dir: Path) -> Path:
+    suffix = 1
+    while run_dir.exists():  # two runs started in the same second
+        run_dir = run_dir.with_name(f"{run_dir.name.split('.')[0]}.{suffix}")
+        suffix += 1
+    return run_dir
+
+
+def create_run_dir(run_dir: Path, cfg: Config) -> Path:
+    """Make the folder chosen by :func:`choose_run_dir` (with ``checkpoints/``) and return it.
+
+    A timestamped folder that another run took meanwhile is replaced by the next free name. An
+    explicit ``output_dir`` left by a failed start is reused; its stale ``metrics.jsonl`` is
+    removed so that the new run's lines are not appended to it.
+    """
+    if not cfg.output_dir:
+        while True:
+            try:
+                run_dir.mkdir(parents=True)
+                break
+            except FileExistsError:
+                run_dir = _free_name(run_dir)
+    elif holds_run(run_dir):
+        raise UserError(f"{run_dir} already holds a run; continue it with 'python train.py --resume {run_dir}' "
+                        "or choose another output_dir=")
+    elif (run_dir / "metrics.jsonl").exists():
+        logger.warning("%s holds the metrics of a run that failed before its first checkpoint; starting over",
+                       run_dir)
+        (run_dir / "metrics.jsonl").unlink()
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
 

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ranksim.distributed import all_reduce_sum, get_rank, shard_indices  # noqa: E402
 from ranksim.fds import FDS  # noqa: E402
@@ -36,8 +37,23 @@ def check_fds(out: Path) -> None:
         totals = fds.bucket_statistics(features[shard] * (epoch + 1), labels[shard])
         totals = tuple(all_reduce_sum(t) for t in totals)
         fds.update_last_epoch_stats(epoch)
-        fds.update_from_bucket_statistics(*totals, epoch)
+        fds.update_from_totals(*totals, epoch)
     torch.save(fds.state_dict(), out / f"rank{get_rank()}.pt")
+
+
+def check_faithful_fds_buffers(out: Path, data_root: str) -> None:
+    """One epoch and a faithful (train-mode) FDS pass of the tiny quick-start run; saves every
+    module buffer (BatchNorm running statistics included) as it is when validation starts."""
+    from ranksim.config import load_config
+    from ranksim.engine import Trainer
+    from tiny import TINY
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = load_config(repo / "configs/quickstart/fds.yaml", [*TINY, f"data.root={data_root}", "method.faithful=true"])
+    trainer = Trainer(cfg, None, torch.device("cpu"))
+    trainer.train_epoch(0)
+    trainer.update_fds(0)
+    torch.save({k: v.clone() for k, v in trainer.module.named_buffers()}, out / f"rank{get_rank()}.pt")
 
 
 def check_ranksim(out: Path) -> None:
@@ -56,8 +72,8 @@ def check_ranksim(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    check, out = sys.argv[1], Path(sys.argv[2])
+    check, out, extra = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     dist.init_process_group("gloo")
-    {"fds": check_fds, "ranksim": check_ranksim}[check](out)
+    {"fds": check_fds, "ranksim": check_ranksim, "faithful_fds_buffers": check_faithful_fds_buffers}[check](out, *extra)
     dist.barrier()
     dist.destroy_process_group()

@@ -1,6 +1,7 @@
 """DDP on CPU (gloo, 2 processes launched by torchrun), and mixed precision.
 
 * FDS statistics all-reduced from two shards equal the single-process statistics.
+* After a faithful (train-mode) FDS pass, BatchNorm buffers are equal on every process.
 * Gathered RankSim equals the single-process regularizer of the concatenated batch, in value
   and in the gradient of each process's own features.
 * A 2-process ``train.py`` run writes its files once (rank 0) and its test metrics equal a
@@ -48,6 +49,18 @@ def test_fds_statistics_all_reduced_equal_single_process(tmp_path):
         single.update_running_stats(features * (epoch + 1), labels, epoch)
     for key, value in single.state_dict().items():
         torch.testing.assert_close(rank0[key], value, rtol=1e-6, atol=1e-7, msg=f"FDS buffer {key}")
+
+
+def test_faithful_fds_pass_leaves_equal_batchnorm_buffers_on_every_process(tmp_path, data_root):
+    """The train-mode FDS pass updates each process's BatchNorm on its own shard; afterwards
+    every process must hold process 0's buffers, which validation and best.pt then use."""
+    proc = torchrun("tests/ddp_checks.py", "faithful_fds_buffers", str(tmp_path), str(data_root))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    running = [key for key in rank0 if key.endswith("running_mean") and ".fds." not in key]
+    assert running, "no BatchNorm buffers found"
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"buffer {key} differs between processes"
 
 
 def test_gathered_ranksim_equals_single_process_on_the_concatenated_batch(tmp_path):

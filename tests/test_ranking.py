@@ -107,7 +107,7 @@ def torch_sort_ranks(x):
     return torch.empty(x.shape).scatter_(1, order, (torch.arange(1, n + 1, dtype=torch.float32) / n).expand(x.shape))
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (700, 300)])  # the second is split over threads
+@pytest.mark.parametrize("shape", [(3, 5), (700, 300)])
 def test_cpu_packed_sort_equals_a_stable_torch_sort(shape):
     assert ranking.uses_numpy_sort(torch.zeros(1))
     g = torch.Generator().manual_seed(7)

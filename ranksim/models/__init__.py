@@ -1,7 +1,8 @@
 """Models, built by name: ``resnet50`` (SPEC 7), ``resnet_small`` (quick start), ``bilstm`` (STS-B).
 
 Every model maps ``(inputs, targets=None, epoch=None)`` to ``(prediction (B, 1), features (B, D))``;
-``targets`` and ``epoch`` are only used by FDS in training mode.
+``targets`` and ``epoch`` are only used by FDS in training mode. Every model exposes its FDS module
+(or ``None``) as ``model.fds``.
 """
 
 from __future__ import annotations

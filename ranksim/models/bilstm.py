@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ranksim.fds import FDS
 from ranksim.models.head import RegressionHead
 
 
@@ -64,6 +65,11 @@ class BiLSTMRegressor(nn.Module):
                             bidirectional=True)
         self.feature_dim = 4 * 2 * hidden_size
         self.head = RegressionHead(self.feature_dim, fds)
+
+    @property
+    def fds(self) -> FDS | None:
+        """The head's FDS module, or ``None``: the training loop's one handle on FDS."""
+        return self.head.fds
 
     @staticmethod
     def _check_inputs(inputs) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.resnet import BasicBlock
 
+from ranksim.fds import FDS
 from ranksim.models.head import RegressionHead
 
 
@@ -36,6 +37,11 @@ class ResNetRegressor(nn.Module):
         self.feature_dim = feature_dim
         self.head = RegressionHead(feature_dim, fds)
         init_from_scratch(self.encoder)
+
+    @property
+    def fds(self) -> FDS | None:
+        """The head's FDS module, or ``None``: the training loop's one handle on FDS."""
+        return self.head.fds
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None, epoch: int | None = None):
         if images.dim() != 4 or images.shape[1] != 3:
