@@ -17,7 +17,7 @@ different crops and flips. Here the randomness of each item is instead a functio
 An item's augmentation therefore depends only on the seed, the epoch, the pass and the sample,
 not on the number of workers, on which worker loads it, or on whether the run was resumed.
 Augmentation must draw from torch's global CPU generator (torchvision's transforms and
-:func:`ranksim.data.image_cache.cached_train_transform` do); Python's ``random`` and numpy's
+:func:`ranksim.data.age.transforms.cached_train_transform` do); Python's ``random`` and numpy's
 global generator are not seeded per sample.
 """
 
