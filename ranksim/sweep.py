@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
@@ -313,6 +313,28 @@ def _wait_one(running: dict, done: dict) -> None:
                 logger.info("== %s: FAILED: %s", point.name, done[point.name].detail)
             return
         time.sleep(0.1)
+
+
+def run_command(body: Callable[[], int]) -> int:
+    """Run a grid script's ``body`` with this module's log on stdout, as the command-line scripts do.
+
+    A :class:`UserError` becomes one line on stderr and exit status 2; Ctrl-C exits 130 and says
+    that the same command resumes.
+    """
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return body()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        logger.removeHandler(handler)
 
 
 def report_failures(outcomes: Iterable[Outcome], what: str = "points") -> int:

@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from ranksim.config import load_config  # noqa: E402
 from ranksim.errors import UserError  # noqa: E402
-from ranksim.sweep import Point, report_failures, run_points  # noqa: E402
+from ranksim.sweep import Point, report_failures, run_command, run_points  # noqa: E402
+
+log = logging.getLogger("ranksim.sweep")
 
 # Paper order: each method, then its "+ RankSim" twin (the _ranksim file); RRT rows come last,
 # after the stage-1 rows they load. Rows of other names follow in alphabetical order.
@@ -99,12 +101,8 @@ def make_points(folder: Path, runs: Path, rows: list[str], seed: int, extra: lis
 
 def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
     args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("ranksim.sweep")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+
+    def body() -> int:
         folder = Path(args.dataset) if Path(args.dataset).is_dir() else Path("configs") / args.dataset
         if not folder.is_dir() or args.dataset in ("", "."):
             choices = " ".join(p.name for p in sorted(Path("configs").iterdir()) if p.name != "quickstart") \
@@ -132,14 +130,8 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
             from ranksim.report import collect, discover_runs, render
             print(render(collect(discover_runs(runs), dataset), "markdown"), flush=True)
         return report_failures(outcomes, "rows")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return UserError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    finally:
-        log.removeHandler(handler)
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -22,14 +22,13 @@ example (2 values x 2 seeds on the quick start, 1 epoch each):
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ranksim.errors import UserError  # noqa: E402
-from ranksim.sweep import parse_grid, report_failures, sweep  # noqa: E402
+from ranksim.sweep import parse_grid, report_failures, run_command, sweep  # noqa: E402
 
 
 USAGE = "sweep.py -c CONFIG KEY=V1,V2 [KEY=...] [--out DIR] [--jobs N] [--dry-run] [--rerun-stale] [-- key=value ...]"
@@ -55,12 +54,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    log = logging.getLogger("ranksim.sweep")
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
+
+    def body() -> int:
         if args.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {args.jobs}")
         outcomes, table = sweep(args.config, parse_grid(args.grid), overrides, out=args.out, jobs=args.jobs,
@@ -68,14 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         if table:
             print("\n" + table, flush=True)
         return report_failures(outcomes, "points")
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return UserError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    finally:
-        log.removeHandler(handler)
+
+    return run_command(body)
+
 
 if __name__ == "__main__":
     sys.exit(main())
