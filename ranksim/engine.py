@@ -48,7 +48,7 @@ from ranksim.losses import build_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
 from ranksim.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
-from ranksim.runs import append_jsonl, load_checkpoint, load_state_strict, save_atomic
+from ranksim.runs import append_jsonl, checkpoint_file, file_sha256, load_checkpoint, load_state_strict, save_atomic
 
 logger = logging.getLogger("ranksim.engine")
 
@@ -234,19 +234,23 @@ def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = False) -> None:
+def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = False) -> dict:
     """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder.
 
     ``trust_checkpoint`` (train.py --trust-checkpoint) allows full unpickling of the stage-1 file.
+    Returns which file was loaded and its SHA-256, which the run keeps in ``stage1.json`` so that
+    the reproduce scripts can tell when stage 1 was trained again after this run loaded it.
     """
     source = Path(cfg.method.rrt.stage1)
     checkpoint = load_checkpoint(source, trust=trust_checkpoint)
+    loaded = {"checkpoint": str(checkpoint_file(source).resolve()), "sha256": file_sha256(checkpoint_file(source))}
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
     load_state_strict(model, {**state, **fresh}, source)
     for name, param in model.named_parameters():
         param.requires_grad = name.startswith("head.linear.")
     logger.info("RRT: loaded the stage-1 encoder from %s; training only the regressor", source)
+    return loaded
 
 
 class Trainer:
@@ -266,8 +270,7 @@ class Trainer:
         self.module = build_model(cfg, self.data.binning, self.data.vocab_size, self.data.embeddings).to(device)
         if cfg.model.channels_last and device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
-        if cfg.method.rrt.enabled:
-            load_rrt_stage1(self.module, cfg, trust_checkpoint)
+        self.rrt_stage1 = load_rrt_stage1(self.module, cfg, trust_checkpoint) if cfg.method.rrt.enabled else None
         self.fds = self.module.fds
         self.model = torch.compile(self.module) if cfg.model.compile else self.module
         if get_world_size() > 1:
@@ -632,6 +635,8 @@ def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(run_dir))
     trainer.run_dir, trainer.writer = run_dir, writer
+    if trainer.rrt_stage1 and not resume and is_main_process():
+        (run_dir / "stage1.json").write_text(json.dumps(trainer.rrt_stage1, indent=2))
     try:
         if resume:
             last = run_dir / "checkpoints" / "last.pt"

@@ -11,10 +11,12 @@ A run folder is self-contained (STYLE rule 3)::
         checkpoints/last.pt  everything needed to resume exactly
         checkpoints/best.pt  the model of the best validation
         results.json         test metrics of best.pt per shot region
+        stage1.json          RRT stage 2 only: the stage-1 checkpoint it loaded, and its SHA-256
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -187,14 +189,28 @@ def read_checkpoint_file(path: Path, trust: bool = False) -> Any:
                         "it is not a PyTorch checkpoint or is damaged") from None
 
 
+def checkpoint_file(path: Path | str) -> Path:
+    """The file :func:`load_checkpoint` reads for ``path``: a run folder's ``checkpoints/best.pt``, or the file itself."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
+    return path
+
+
+def file_sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def load_checkpoint(path: Path, trust: bool = False) -> dict:
     """A checkpoint of this repository: a ``.pt`` file, or a run folder's ``checkpoints/best.pt``.
 
     Read with :func:`read_checkpoint_file` (``weights_only=True`` unless ``trust``).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; give a run folder (with checkpoints/) or a .pt file")
     checkpoint = read_checkpoint_file(path, trust)

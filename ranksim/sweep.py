@@ -10,7 +10,8 @@ Both halves live here because the collector and the scripts that launch runs mus
   point whose folder holds ``results.json`` is skipped, one with ``checkpoints/last.pt`` is
   resumed, and one whose folder holds a run of another config is refused (or, with
   ``rerun_stale``, moved aside and rerun). A point is moved aside and rerun when a point it needs
-  (RRT stage 2 needs its stage 1) was run again. A failed point does not stop the others; the
+  (RRT stage 2 needs its stage 1) was run again, in this invocation or, by the checkpoint's
+  SHA-256 in the RRT run's ``stage1.json``, in an earlier one. A failed point does not stop the others; the
   points that need it are not started.
 * :func:`grid_points` and :func:`sweep`: the Cartesian grid of ``key=v1,v2`` values that
   ``scripts/sweep.py`` runs, also usable from Python::
@@ -39,6 +40,7 @@ import yaml
 
 from ranksim.config import Config, load_config, parse_override, to_dict
 from ranksim.errors import UserError
+from ranksim.runs import file_sha256
 
 logger = logging.getLogger("ranksim.sweep")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -194,6 +196,27 @@ def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
     if diff:
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
         return "its config.yaml differs from the config asked for: " + "; ".join(diff[:3]) + more
+    return _stage1_changed(point.out)
+
+
+def _stage1_changed(run_dir: Path) -> str | None:
+    """Why an RRT run's stage 1 is no longer the one it loaded (``stage1.json``); None when it is.
+
+    Catches a stage 1 trained again by an earlier invocation, which the config alone cannot show.
+    A run made before ``stage1.json`` was written cannot be checked and counts as current.
+    """
+    record_path = run_dir / "stage1.json"
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        checkpoint, loaded = Path(record["checkpoint"]), record["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return f"{record_path} is damaged, so its stage 1 cannot be checked"
+    if not checkpoint.is_file():
+        return f"the stage-1 checkpoint it loaded, {checkpoint}, is gone"
+    if file_sha256(checkpoint) != loaded:
+        return f"its stage 1 ({checkpoint}) was trained again after this run loaded it"
     return None
 
 

@@ -10,9 +10,12 @@ contract, without torch, in a fraction of a second.
   so that a test can work out the collected means by hand.
 - A run whose MAE exceeds ``logging.max_loss`` "diverges", as train.py's does: an ERROR line in
   ``train.log``, status 2. An RRT run whose stage-1 folder has no ``results.json`` fails the same way.
+- A new run writes ``checkpoints/best.pt`` with bytes of its own; a new RRT run writes
+  ``stage1.json`` with the SHA-256 of its stage 1's ``best.pt``, as train.py does.
 - Every call appends its arguments as one JSON line to the file named by ``$FAKE_TRAIN_LOG``.
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -45,6 +48,12 @@ def main(argv: list[str]) -> int:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         dump(cfg, run_dir / "config.yaml")
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+        (run_dir / "checkpoints" / "best.pt").write_bytes(os.urandom(16))
+        stage1_best = Path(cfg.method.rrt.stage1) / "checkpoints" / "best.pt"
+        if cfg.method.rrt.enabled and stage1_best.is_file():
+            (run_dir / "stage1.json").write_text(json.dumps({
+                "checkpoint": str(stage1_best.resolve()),
+                "sha256": hashlib.sha256(stage1_best.read_bytes()).hexdigest()}))
     mae = cfg.method.ranksim.gamma + cfg.seed / 10
     if mae > cfg.logging.max_loss:
         return fail(run_dir, f"the loss is {mae:.4g} at epoch 0, step 0; training stopped")

@@ -8,6 +8,7 @@ test session.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -98,6 +99,10 @@ def test_rrt_loads_stage1_encoder_and_trains_only_the_regressor(tmp_path, data_r
     assert rc == 0
     before = torch.load(stage1 / "checkpoints" / "best.pt", weights_only=False)["model"]
     after = torch.load(stage2 / "checkpoints" / "best.pt", weights_only=False)["model"]
+    # Which stage 1 was loaded, for the reproduce scripts' staleness check (issue 18, item 6)
+    loaded = json.loads((stage2 / "stage1.json").read_text())
+    best = (stage1 / "checkpoints" / "best.pt").resolve()
+    assert loaded == {"checkpoint": str(best), "sha256": hashlib.sha256(best.read_bytes()).hexdigest()}
     for key, value in before.items():
         if key.startswith("head.linear."):
             assert not torch.equal(value, after[key]), f"{key} was not re-trained"

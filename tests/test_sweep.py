@@ -283,6 +283,24 @@ def test_reproduce_sorts_rows_and_reruns_changed_ones(tmp_path, calls, capsys):
     assert (runs / "rrt" / "seed0.stale1").is_dir()
 
 
+def test_reproduce_notices_a_stage1_retrained_by_an_earlier_invocation(tmp_path, calls, capsys):
+    """The RRT row's config is unchanged, but its stage 1 was moved aside and trained again by a
+    run of the stage-1 row alone: the RRT row is refused, then rerun with --rerun-stale."""
+    folder, runs = row_folder(tmp_path), tmp_path / "runs" / "t"
+    reproduce = load_script("reproduce_table")
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt"], train=FAKE) == 0
+    (runs / "vanilla" / "seed0").rename(runs / "vanilla" / "seed0.old")
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla"], train=FAKE) == 0
+    capsys.readouterr()
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt"], train=FAKE) == 1
+    out = capsys.readouterr().out
+    assert "was trained again after this run loaded it" in out and len(calls()) == 3
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "rrt", "--rerun-stale"], train=FAKE) == 0
+    assert [Path(c[1]).stem for c in calls()[3:]] == ["rrt"] and (runs / "rrt" / "seed0.stale1").is_dir()
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt"], train=FAKE) == 0
+    assert len(calls()) == 4  # the new RRT run loaded the current stage 1: nothing to do
+
+
 def test_reproduce_errors_exit_2(tmp_path, capsys):
     reproduce = load_script("reproduce_table")
     folder = row_folder(tmp_path)
