@@ -194,14 +194,17 @@ def read_run(run_dir: Path) -> dict | None:
     return {"curve": diag, "last": diag[-1] if diag else {}, "best_val": best["val"]}
 
 
-def report(out: Path, names: list[str]) -> str:
+def report(out: Path, names: list[str], seeds: list[int] | None = None) -> str:
+    """The table (and figure) over the finished runs of ``seeds`` (all finished seeds when None)."""
     keys = ("ranksim_reg", "rank_corr", "cos_mean", "cos_p05")
     lines = ["| experiment | seeds | " + " | ".join(f"{k} (val, last epoch)" for k in keys)
              + " | best val MAE all | best val MAE few | what it tests |",
              "|---|---|" + "---|" * (len(keys) + 3)]
     curves = {}
     for name in names:
-        runs = [r for r in (read_run(d) for d in sorted((out / name).glob("seed*")) if d.is_dir()) if r]
+        folders = [d for d in sorted((out / name).glob("seed*")) if d.is_dir()
+                   and (seeds is None or d.name in {f"seed{s}" for s in seeds})]
+        runs = [r for r in map(read_run, folders) if r]
         if not runs:
             continue
         curves[name] = [r["curve"] for r in runs]
@@ -247,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=list(EXPERIMENTS), default=list(EXPERIMENTS),
                         help="experiments to run (default: all)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds per experiment (default 0)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="seeds per experiment (default 0); the table covers these seeds "
+                             "(with --report-only and no --seeds, every finished seed)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ranksim_collapse", help="where the runs go")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     parser.add_argument("--threads", type=int, default=0,
@@ -273,10 +278,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Each run's torch threads: the cores shared out, so that parallel runs do not oversubscribe.
         os.environ["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))
-        outcomes = run_points(points(args.out, args.only, args.seeds, args.overrides), [args.python, str(REPO / "train.py")],
+        outcomes = run_points(points(args.out, args.only, args.seeds or [0], args.overrides), [args.python, str(REPO / "train.py")],
                               jobs=args.jobs)
         status = report_failures(outcomes, "runs")
-    print(report(args.out, args.only))
+    print(report(args.out, args.only, args.seeds if args.seeds or args.report_only else [0]))
     logger.info("written %s and %s", args.out / "collapse.md", args.out / "collapse.png")
     return status
 

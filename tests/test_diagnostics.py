@@ -82,3 +82,27 @@ def test_centred_regularizer_ignores_a_common_component():
     leaf = x.clone().requires_grad_(True)
     batchwise_ranking_regularizer(leaf, y, 2.0, center_features=True).backward()
     assert leaf.grad.abs().sum() > 0 and torch.allclose(leaf.grad.sum(0), torch.zeros(8, dtype=torch.float64), atol=1e-9)
+
+
+def test_collapse_report_averages_the_seeds_asked_for(tmp_path):
+    """scripts/ranksim_collapse.py's table: last-epoch diagnostics and best-epoch validation MAE,
+    mean ± sample std over exactly the requested seeds (issue 10's held-out seeds are reported apart)."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("collapse", Path(__file__).parents[1] / "scripts" / "ranksim_collapse.py")
+    collapse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collapse)
+    for seed, (reg, few) in enumerate([(1.0, 4.0), (2.0, 6.0), (9.0, 9.0)]):
+        run = tmp_path / "w8_vanilla" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "results.json").write_text("{}")
+        epochs = [  # epoch 0 has the best MAE, epoch 1 the last diagnostics
+            {"val": {"all": {"mae": 1.0}, "few": {"mae": few}}, "val_diagnostics": {"ranksim_reg": 50.0}},
+            {"val": {"all": {"mae": 3.0}, "few": {"mae": 99.0}}, "val_diagnostics": {"ranksim_reg": reg}}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
+    row = collapse.report(tmp_path, ["w8_vanilla"], seeds=[0, 1]).splitlines()[2].split(" | ")
+    assert row[1] == "2" and row[2] == f"1.500 ± {np.std([1.0, 2.0], ddof=1):.3f}"
+    assert row[-2] == f"5.000 ± {np.std([4.0, 6.0], ddof=1):.3f}"
+    assert collapse.report(tmp_path, ["w8_vanilla"]).splitlines()[2].split(" | ")[1] == "3"
