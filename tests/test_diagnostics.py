@@ -99,8 +99,8 @@ def test_collapse_report_averages_the_seeds_asked_for(tmp_path):
         run.mkdir(parents=True)
         (run / "results.json").write_text("{}")
         epochs = [  # epoch 0 has the best MAE, epoch 1 the last diagnostics
-            {"val": {"all": {"mae": 1.0}, "few": {"mae": few}}, "val_diagnostics": {"ranksim_reg": 50.0}},
-            {"val": {"all": {"mae": 3.0}, "few": {"mae": 99.0}}, "val_diagnostics": {"ranksim_reg": reg}}]
+            {"val": {"all": {"mae": 1.0}, "few": {"mae": few}}, "val_diagnostics": {"ranksim_reg": 50.0, "rank_corr": 0.1, "cos_mean": 0.9}},
+            {"val": {"all": {"mae": 3.0}, "few": {"mae": 99.0}}, "val_diagnostics": {"ranksim_reg": reg, "rank_corr": 0.2, "cos_mean": 0.8}}]
         (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in epochs))
     row = collapse.report(tmp_path, ["w8_vanilla"], seeds=[0, 1]).splitlines()[2].split(" | ")
     assert row[1] == "2" and row[2] == f"1.500 ± {np.std([1.0, 2.0], ddof=1):.3f}"
