@@ -145,7 +145,6 @@ def test_conr_on_sts_b_is_refused_in_one_line():
 # ----------------------------------------------------------------------------- training
 
 
-@pytest.mark.slow  # four tiny epochs with the extra ConR pass: about a minute of CPU
 def test_resume_is_exact_with_conr_and_balanced_mse(tmp_path, data_root):
     """As tests/test_pipeline.py's resume test, with ConR (views, extra pass), RankSim, LDS and the
     learnt noise scale of BMC: a run cut after epoch 1 of 2 (its LR milestone at 1 is the full run's
