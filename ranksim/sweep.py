@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import yaml
 
 from ranksim.config import Config, load_config, parse_override, to_dict
-from ranksim.errors import UserError
+from ranksim.errors import UserError, exit_status
 from ranksim.runs import file_sha256
 
 logger = logging.getLogger("ranksim.sweep")
@@ -349,13 +349,7 @@ def run_command(body: Callable[[], int]) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        return body()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return UserError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return exit_status(body, "interrupted; run the same command again to resume")
     finally:
         logger.removeHandler(handler)
 

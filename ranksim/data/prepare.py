@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 
-from ranksim.errors import UserError
+from ranksim.errors import exit_status
 
 # name -> (module, function, one-line help). The module is imported only when chosen, so that
 # preparing one dataset never needs another's optional dependencies.
@@ -50,14 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module_name, function_name, _ = COMMANDS[name]
     function = getattr(importlib.import_module(module_name), function_name)
-    try:
-        return int(function(rest) or 0)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return UserError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; partial downloads are kept and resume on the next run", file=sys.stderr)
-        return 130
+    return exit_status(lambda: function(rest), "interrupted; partial downloads are kept and resume on the next run")
 
 
 if __name__ == "__main__":
