@@ -243,7 +243,8 @@ def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = Fals
     """
     source = Path(cfg.method.rrt.stage1)
     checkpoint = load_checkpoint(source, trust=trust_checkpoint)
-    loaded = {"checkpoint": str(checkpoint_file(source).resolve()), "sha256": file_sha256(checkpoint_file(source))}
+    path = checkpoint_file(source).resolve()
+    loaded = {"checkpoint": str(path), "sha256": file_sha256(path)}
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
     load_state_strict(model, {**state, **fresh}, source)

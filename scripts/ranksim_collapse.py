@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="experiments to run (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None,
                         help="seeds per experiment (default 0); the table covers these seeds "
-                             "(with --report-only and no --seeds, every finished seed)")
+                             "(with no --seeds, every finished seed)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "ranksim_collapse", help="where the runs go")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
     parser.add_argument("--threads", type=int, default=0,
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = run_points(points(args.out, args.only, args.seeds or [0], args.overrides), [args.python, str(REPO / "train.py")],
                               jobs=args.jobs)
         status = report_failures(outcomes, "runs")
-    print(report(args.out, args.only, args.seeds if args.seeds or args.report_only else [0]))
+    print(report(args.out, args.only, args.seeds))
     logger.info("written %s and %s", args.out / "collapse.md", args.out / "collapse.png")
     return status
 

@@ -6,9 +6,12 @@ percentile by numpy, the rank correlation by :func:`rank_similarity_correlation`
 ranks), and the regularizer by calling it batch by batch on the same fixed batches.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from tiny import load_script
 
 from ranksim.analysis import FeatureDiagnostics, rank_similarity_correlation
 from ranksim.regularizer import batchwise_ranking_regularizer
@@ -87,13 +90,7 @@ def test_centred_regularizer_ignores_a_common_component():
 def test_collapse_report_averages_the_seeds_asked_for(tmp_path):
     """scripts/ranksim_collapse.py's table: last-epoch diagnostics and best-epoch validation MAE,
     mean ± sample std over exactly the requested seeds (issue 10's held-out seeds are reported apart)."""
-    import importlib.util
-    import json
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("collapse", Path(__file__).parents[1] / "scripts" / "ranksim_collapse.py")
-    collapse = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collapse)
+    collapse = load_script("ranksim_collapse")
     for seed, (reg, few) in enumerate([(1.0, 4.0), (2.0, 6.0), (9.0, 9.0)]):
         run = tmp_path / "w8_vanilla" / f"seed{seed}"
         run.mkdir(parents=True)

@@ -6,7 +6,6 @@ all of them (with step 1 given a 1-second limit, which also checks that a step t
 time is reported and does not stop the others).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,18 +13,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_report_module():
-    spec = importlib.util.spec_from_file_location("gpu_check_report", REPO / "scripts" / "gpu_check_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = load_report_module()
+report = load_script("gpu_check_report")
 
 
 def reference_row_seconds(train, val, test, epochs, train_rate, eval_rate, kind):

@@ -7,7 +7,6 @@ collected mean is worked out by hand below. One slow test runs the real train.py
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import load_script
 
 from ranksim.config import dump, load_config, to_dict
 from ranksim.errors import UserError
@@ -35,13 +35,6 @@ def calls(tmp_path, monkeypatch):
     def read() -> list[list[str]]:
         return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     return read
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,3 +342,19 @@ def test_points_that_need_each_other_are_an_error(tmp_path):
     points = [Point("a", RANKSIM, [], tmp_path / "a", ["b"]), Point("b", RANKSIM, [], tmp_path / "b", ["a"])]
     with pytest.raises(UserError, match="need each other"):
         run_points(points, train=FAKE)
+
+
+def test_exit_status_of_the_command_line_entry_points(capsys):
+    """The one place that turns a UserError into status 2 and Ctrl-C into 130 (sweep and prepare)."""
+    from ranksim.errors import exit_status
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def bad_input():
+        raise UserError("no such folder; give another --root")
+    assert exit_status(lambda: None, "-") == 0 and exit_status(lambda: 1, "-") == 1
+    assert exit_status(bad_input, "-") == 2
+    assert capsys.readouterr().err == "error: no such folder; give another --root\n"
+    assert exit_status(interrupted, "interrupted; run it again to resume") == 130
+    assert capsys.readouterr().err == "interrupted; run it again to resume\n"
