@@ -50,24 +50,17 @@ from torch import nn
 
 from ranksim.binning import STS_B_NUM_BINS, label_bins
 from ranksim.lds import get_lds_kernel_window
+from ranksim.losses import as_batch_vector
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("bmc", "gai", "bni")
 
 
-def _flat(name: str, tensor: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-    ok = tensor.dim() == 1 or (tensor.dim() == 2 and tensor.shape[1] == 1)
-    if not ok or (batch is not None and tensor.shape[0] != batch):
-        expected = "(B,) or (B, 1)" if batch is None else f"({batch},) or ({batch}, 1)"
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
-    return tensor.reshape(-1)
-
-
 def _inputs(pred, target, weights):
-    p = _flat("pred", pred)
-    y = _flat("target", target, p.shape[0]).to(p.dtype)
-    w = None if weights is None else _flat("weights", weights, p.shape[0]).to(p.dtype)
+    p = as_batch_vector("pred", pred)
+    y = as_batch_vector("target", target, p.shape[0]).to(p.dtype)
+    w = None if weights is None else as_batch_vector("weights", weights, p.shape[0]).to(p.dtype)
     return p, y, w
 
 

@@ -30,12 +30,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ranksim.losses import as_batch_vector
+
 
 def _column(name: str, tensor: torch.Tensor, n: int) -> torch.Tensor:
-    if not (tensor.dim() == 1 or (tensor.dim() == 2 and tensor.shape[1] == 1)) or tensor.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) or ({n}, 1) to match features of {n} rows, "
-                         f"got {tuple(tensor.shape)}")
-    return tensor.reshape(n)
+    return as_batch_vector(name, tensor, n, f" (features have {n} rows)")
 
 
 def conr_loss(features: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor,

@@ -33,7 +33,8 @@ import torch
 ACTIVATIONS = ("sigmoid", "tanh")
 
 
-def _flatten(name: str, tensor: torch.Tensor, batch: int | None, context: str = "") -> torch.Tensor:
+def as_batch_vector(name: str, tensor: torch.Tensor, batch: int | None = None, context: str = "") -> torch.Tensor:
+    """``tensor`` of shape ``(B,)`` or ``(B, 1)`` (``B = batch`` when given) as ``(B,)``; else a ValueError naming it."""
     ok = tensor.dim() == 1 or (tensor.dim() == 2 and tensor.shape[1] == 1)
     if not ok or (batch is not None and tensor.shape[0] != batch):
         expected = "(B,) or (B, 1)" if batch is None else f"({batch},) or ({batch}, 1)"
@@ -43,10 +44,10 @@ def _flatten(name: str, tensor: torch.Tensor, batch: int | None, context: str = 
 
 def _error_and_weights(pred, target, weights):
     """Flatten the inputs to ``(B,)`` after checking shapes; return ``e = pred - target`` and ``w``."""
-    p = _flatten("pred", pred, None)
+    p = as_batch_vector("pred", pred)
     context = f" (pred has shape {tuple(pred.shape)})"
-    t = _flatten("target", target, p.shape[0], context)
-    w = None if weights is None else _flatten("weights", weights, p.shape[0], context).to(p.dtype)
+    t = as_batch_vector("target", target, p.shape[0], context)
+    w = None if weights is None else as_batch_vector("weights", weights, p.shape[0], context).to(p.dtype)
     return p - t.to(p.dtype), w
 
 
