@@ -81,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         outputs = run.outputs(args.split, with_features=True,
                               reuse=features_path if plots and not args.save_features else None)
         metrics = region_metrics(outputs.preds, outputs.labels, run.data, run.cfg)
-        cfg = run.cfg
-        diagnostics = FeatureDiagnostics(outputs.labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
-                                         cfg.logging.diagnostic_samples, seed=cfg.seed)(outputs.features)
+        diagnostics = FeatureDiagnostics.for_run(outputs.labels, run.cfg)(outputs.features)
         others = [load_compare_run(path, run, args.split, args.device, args.data_root, trust=args.trust_checkpoint)
                   for path in args.compare]
     except UserError as err:

@@ -257,6 +257,13 @@ class FeatureDiagnostics:
         self.label_ranks[torch.from_numpy(off_diagonal)] = _standardise_rows(
             torch.from_numpy(rankdata(t, axis=1, method="average"))).flatten()
 
+    @classmethod
+    def for_run(cls, labels, cfg) -> "FeatureDiagnostics":
+        """The diagnostics a run of config ``cfg`` reports: its batch size, RankSim's lambda,
+        ``logging.diagnostic_samples`` and its seed (the trainer and evaluate.py agree through this)."""
+        return cls(labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
+                   cfg.logging.diagnostic_samples, seed=cfg.seed)
+
     def __call__(self, features) -> dict:
         """``features``: ``(N, D)`` over the whole split, in dataset order. Returns the four values."""
         from ranksim.regularizer import batchwise_ranking_regularizer

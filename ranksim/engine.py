@@ -503,9 +503,7 @@ class Trainer:
         diagnostics = None
         if self.main:
             if split not in self.diagnostics:
-                self.diagnostics[split] = FeatureDiagnostics(
-                    labels, cfg.optim.batch_size, cfg.method.ranksim.interpolation_lambda,
-                    cfg.logging.diagnostic_samples, seed=cfg.seed)
+                self.diagnostics[split] = FeatureDiagnostics.for_run(labels, cfg)
             diagnostics = self.diagnostics[split](features)
         return region_metrics(preds, labels, self.data, cfg), preds, labels, diagnostics
 
