@@ -272,6 +272,7 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
     import torch
 
     from ranksim.config import dump, load_config, to_dict
+    from ranksim.identity import converted, data_fingerprint, write_identity
     from ranksim.models import build_model
     from ranksim.runs import environment, read_checkpoint_file, save_atomic
 
@@ -314,17 +315,18 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
     save_atomic(checkpoint, target)
     env = {**environment(torch.device("cpu")), "converted_from": record}
     (out / "env.json").write_text(json.dumps(env, indent=2))
+    # The provenance keeps these weights out of our seeds' means: the collector shows them as a
+    # row of their own, the authors' weights evaluated here.
+    write_identity(out, converted("authors", record), data_fingerprint(cfg))
     logger.info("converted %s (%s layout, sha256 %s) into %s", source, name, record["sha256"][:12], out)
     return target
 
 
 def is_converted_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` was made by this converter (its env.json records a source file)."""
-    env = Path(run_dir) / "env.json"
-    try:
-        return "converted_from" in json.loads(env.read_text())
-    except (OSError, ValueError):
-        return False
+    """Whether ``run_dir`` was made by this converter (its recorded provenance, ranksim.identity)."""
+    from ranksim.identity import read_identity
+
+    return read_identity(run_dir).provenance.get("kind") == "converted"
 
 
 HELP = """\

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ranksim.analysis import FeatureDiagnostics, diagnostics_line
@@ -43,6 +44,8 @@ from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
 from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
                                  get_world_size, is_main_process, shard_indices)
 from ranksim.errors import UserError
+from ranksim.identity import (RESULTS_VERSION, STAGE1_FILE, TRAINED, data_fingerprint, read_identity,
+                              write_identity)
 from ranksim.conr import conr_loss
 from ranksim.losses import build_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
@@ -300,12 +303,11 @@ class Trainer:
         self.state = TrainState()
         self.diagnostics: dict[str, FeatureDiagnostics] = {}  # per split, made at its first evaluation
         self.ranksim_generator = torch.Generator(device=device)
-        # The same sampler with or without DDP: a seeded permutation per epoch (set_epoch), split
-        # across processes; with one process it is a plain seeded shuffle. Each sample's
-        # augmentation is seeded from (seed, epoch, index), whichever worker loads it.
-        self.train_sampler = KeyedSampler(DistributedSampler(self.data.train, num_replicas=get_world_size(),
-                                                             rank=get_rank(), shuffle=True, seed=cfg.seed),
-                                          cfg.seed, stream=0)
+        # The same sampler with or without DDP: a permutation per epoch from the key of (seed,
+        # epoch), split across processes; with one process it is a plain seeded shuffle. Each
+        # sample's augmentation is seeded from (seed, epoch, index), whichever worker loads it.
+        self.train_sampler = KeyedSampler(ShuffledShard(len(self.data.train), cfg.seed, get_rank(), get_world_size(),
+                                                        stream=0, pad=True), cfg.seed, stream=0)
         train_set = self.data.train_views if self.use_conr else self.data.train
         self.train_loader = make_loader(cfg, SeededItems(train_set), self.data, sampler=self.train_sampler,
                                         persistent=True)
@@ -415,7 +417,7 @@ class Trainer:
             self.state.global_step += 1
             if self.writer is not None and self.state.global_step % cfg.logging.log_every_iters == 0:
                 for name, v in zip(LOSS_TERMS, values.tolist()):
-                    if (name != "ranksim_loss" or self.use_ranksim) and (name != "conr_loss" or self.use_conr):
+                    if self.term_in_use(name):
                         self.writer.add_scalar(f"train/{name}", v, self.state.global_step)
                 if self.bmse is not None:
                     self.writer.add_scalar("train/noise_sigma", self.bmse.noise_sigma.item(), self.state.global_step)
@@ -427,6 +429,11 @@ class Trainer:
                 if stop:
                     break
         return self.mean_losses(sums, seen)
+
+    def term_in_use(self, name: str) -> bool:
+        """Whether the loss term ``name`` of LOSS_TERMS is part of this run's loss (TensorBoard
+        shows only those: a flat zero curve of a term that is off is noise)."""
+        return (name != "ranksim_loss" or self.use_ranksim) and (name != "conr_loss" or self.use_conr)
 
     @staticmethod
     def mean_losses(sums: torch.Tensor, seen: int) -> dict:
@@ -538,7 +545,8 @@ class Trainer:
                     if v is not None and name != "count":
                         self.writer.add_scalar(f"val_{region}/{name}", v, st.global_step)
             for name, v in train_metrics.items():
-                self.writer.add_scalar(f"train_epoch/{name}", v, epoch)
+                if self.term_in_use(name):
+                    self.writer.add_scalar(f"train_epoch/{name}", v, epoch)
             for name, v in (diagnostics or {}).items():
                 if v is not None:
                     self.writer.add_scalar(f"val_features/{name}", v, st.global_step)
@@ -629,17 +637,28 @@ def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.
     trainer = Trainer(cfg, None, device, trust_checkpoint=trust_checkpoint)
     if callable(run_dir):
         run_dir = run_dir()
+    data = data_fingerprint(cfg)
+    purge_step = None
+    if resume:
+        last = run_dir / "checkpoints" / "last.pt"
+        trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)
+        check_resumable(run_dir, data)
+        purge_step = trainer.state.global_step
+        if is_main_process():
+            drop_records_after(run_dir / "metrics.jsonl", trainer.state.validations)
     writer = None
     if cfg.logging.tensorboard and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run_dir))
+        # purge_step: the events that a killed run logged after its last checkpoint are dropped,
+        # so that TensorBoard shows each step once after a resume.
+        writer = SummaryWriter(str(run_dir), purge_step=purge_step)
     trainer.run_dir, trainer.writer = run_dir, writer
-    if trainer.rrt_stage1 and not resume and is_main_process():
-        (run_dir / "stage1.json").write_text(json.dumps(trainer.rrt_stage1, indent=2))
+    if not resume and is_main_process():
+        write_identity(run_dir, TRAINED, data)
+        if trainer.rrt_stage1:
+            (run_dir / STAGE1_FILE).write_text(json.dumps(trainer.rrt_stage1, indent=2))
     try:
         if resume:
-            last = run_dir / "checkpoints" / "last.pt"
-            trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)
             logger.info("resuming %s at epoch %d", run_dir, trainer.state.epoch)
         trainer.fit()
         results = trainer.test()
@@ -649,6 +668,35 @@ def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.
     finally:
         if writer is not None:
             writer.close()
+
+
+def check_resumable(run_dir: Path, data: str | None) -> None:
+    """Refuse to continue a run of older code, or on other data: its two halves would not be one run."""
+    identity = read_identity(run_dir)
+    if identity.results_version != RESULTS_VERSION:
+        made = "before results versions were recorded" if identity.results_version is None else \
+            f"by results version {identity.results_version}"
+        raise UserError(f"{run_dir} was started {made} and this code is version {RESULTS_VERSION}; a resumed run "
+                        "would mix the two, so start it again in a new folder")
+    if identity.data and data and identity.data != data:
+        raise UserError(f"{run_dir} was started on other data (split fingerprint {identity.data}, now {data}); "
+                        "resume it on the data it started with, or start a new run")
+
+
+def drop_records_after(path: Path, validations: int) -> None:
+    """Keep the first ``validations`` lines of ``metrics.jsonl``: those of the checkpoint resumed from.
+
+    A run killed after a validation but before its next ``last.pt`` wrote lines that the resumed
+    run writes again; without this they would appear twice.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > validations:
+        logger.info("%s: dropping %d validation line(s) written after the checkpoint", path, len(lines) - validations)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(lines[:validations]))
+        os.replace(tmp, path)
 
 
 def _log_hparams(writer, cfg: Config, results: dict) -> None:

@@ -7,9 +7,12 @@
   ours. ``scripts/collect_results.py``, the reproduce scripts, the quick start and
   ``scripts/sweep.py`` all print it.
 
-Runs are grouped by their title and their resolved config without the operational keys of
-:data:`ranksim.sweep.OPERATIONAL_KEYS` (seed, run folder, device, loading, logging). Runs of the
-same config and seed are duplicates: the first (by path) counts, the others are listed.
+Runs are grouped by what they are (:mod:`ranksim.identity`): their title, their config without
+the operational keys and without the seed, their provenance (trained here, or converted from the
+authors' weights: never averaged with ours, and labelled) and the fingerprint of their data. Runs
+of the same config and seed are duplicates: the first (by path) counts, the others are listed.
+Runs of another results version, or RRT runs whose stage 1 cannot be proved, are stale: listed
+and left out of the means unless ``include_stale``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from ranksim.sweep import comparable, config_key, format_value, last_error
+from ranksim.identity import (comparable, config_key, format_value, provenance_key, provenance_label, read_identity,
+                              stale_reason, without_seed)
+from ranksim.sweep import last_error
 
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
@@ -74,8 +79,11 @@ class Run:
     seed: int
     metrics: dict | None      # test metrics, None while unfinished
     status: str               # "finished", or why not
-    config: dict = field(default_factory=dict)  # ranksim.sweep.comparable of its config.yaml
+    config: dict = field(default_factory=dict)  # ranksim.identity.comparable of its config.yaml (seed included)
     diagnostics: dict | None = None  # test-split feature diagnostics (ranksim.analysis.FeatureDiagnostics)
+    provenance: dict = field(default_factory=lambda: {"kind": "trained"})  # ranksim.identity: trained or converted
+    data: str | None = None   # fingerprint of the splits it saw (ranksim.identity.data_fingerprint)
+    stale: str | None = None  # why its numbers are not the current code's (ranksim.identity.stale_reason)
 
 
 def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:
@@ -105,9 +113,12 @@ def discover_runs(runs_dir: Path) -> list[Run]:
         results_path = run_dir / "results.json"
         results = json.loads(results_path.read_text()) if results_path.is_file() else {}
         metrics = results.get("metrics")
+        config = comparable(cfg, run_dir)
+        identity = read_identity(run_dir)
         runs.append(Run(run_dir, cfg["name"], cfg.get("title") or cfg["name"], cfg["data"]["dataset"], cfg["seed"],
                         metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg),
-                        comparable(cfg, run_dir), results.get("diagnostics")))
+                        config, results.get("diagnostics"), identity.provenance, identity.data,
+                        stale_reason(run_dir, config)))
     return runs
 
 
@@ -133,19 +144,30 @@ def _sort_value(value) -> tuple:
     return (0, value, "") if number else (1, 0, format_value(value))
 
 
-def collect(runs: list[Run], dataset: str, reference: dict | None = None, columns: list[str] = ()) -> dict:
-    """One row per config of the finished runs (mean and std over seeds), in paper order.
+def collect(runs: list[Run], dataset: str, reference: dict | None = None, columns: list[str] = (),
+            include_stale: bool = False) -> dict:
+    """One row per run identity but the seed (mean and std over seeds), in paper order.
 
     Rows that share a title are labelled by the config keys in which they differ
     (``Vanilla + RankSim (method.ranksim.gamma=10)``) and carry no authors' numbers, which belong
-    to one of them at most. ``columns`` are config keys shown as columns instead of in the label.
+    to one of them at most. Converted weights are a row of their own, labelled as the authors'
+    weights evaluated here, beside the published number. Runs of the same config on other data
+    are rows of their own, labelled by the data fingerprint. ``columns`` are config keys shown as
+    columns instead of in the label. Stale runs are listed apart, or with ``include_stale``
+    counted in rows of their own marked ``[stale]``.
     """
     binning = "sts_b" if dataset == "sts_b" else "age"
     reference = reference_numbers(dataset) if reference is None else reference
     chosen = [r for r in runs if r.dataset == dataset]
+    counted = [r for r in chosen if r.metrics and (include_stale or not r.stale)]
+    fingerprints = {r.data for r in counted} - {None}
     groups: dict[tuple, list[Run]] = {}
-    for run in sorted((r for r in chosen if r.metrics), key=lambda r: str(r.path)):
-        groups.setdefault((run.title, config_key(run.config)), []).append(run)
+    for run in sorted(counted, key=lambda r: str(r.path)):
+        title = " ".join(filter(None, [run.title, provenance_label(run.provenance),
+                                       f"[data {run.data[:8]}]" if len(fingerprints) > 1 and run.data else "",
+                                       "[stale]" if run.stale else ""]))
+        key = (title, config_key(without_seed(run.config)), provenance_key(run.provenance), run.data, bool(run.stale))
+        groups.setdefault(key, []).append(run)
     duplicates, kept = [], {}
     for key, group in groups.items():
         by_seed: dict[int, Run] = {}
@@ -156,9 +178,9 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None, column
                 by_seed[run.seed] = run
         kept[key] = list(by_seed.values())
     labels, sort_values = {}, {}
-    for title in {title for title, _ in kept}:
+    for title in {k[0] for k in kept}:
         keys = [k for k in kept if k[0] == title]
-        configs = [kept[k][0].config for k in keys]
+        configs = [without_seed(kept[k][0].config) for k in keys]
         differing = sorted(name for name in set().union(*configs)
                            if len({format_value(c.get(name)) for c in configs}) > 1)
         shown = [name for name in differing if name not in columns]
@@ -173,6 +195,7 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None, column
     for key in sorted(kept, key=lambda k: _row_key(k[0]) + (sort_values[k], kept[k][0].name)):
         group, title = kept[key], key[0]
         shared = sum(k[0] == title for k in kept) > 1
+        paper_title = group[0].title  # the published number is looked up by the row's own title
         cells = {}
         for metric, scale in headline:
             for region in REGIONS:
@@ -180,7 +203,7 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None, column
                           if r.metrics.get(region) and r.metrics[region].get(metric) is not None]
                 mean, std = _mean_std(values) if values else (None, None)
                 cells[(metric, region)] = {"ours": mean, "std": std,
-                                           "theirs": None if shared else reference.get((title, metric, region))}
+                                           "theirs": None if shared else reference.get((paper_title, metric, region))}
         diagnostics = {}
         for name in DIAGNOSTICS:
             values = [r.diagnostics[name] for r in group if r.diagnostics and r.diagnostics.get(name) is not None]
@@ -190,7 +213,8 @@ def collect(runs: list[Run], dataset: str, reference: dict | None = None, column
                      "values": {c: group[0].config.get(c) for c in columns}, "cells": cells,
                      "diagnostics": diagnostics})
     return {"dataset": dataset, "headline": headline, "rows": rows, "columns": list(columns),
-            "duplicates": duplicates, "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics]}
+            "duplicates": duplicates, "not_finished": [(str(r.path), r.status) for r in chosen if not r.metrics],
+            "stale": [] if include_stale else [(str(r.path), r.stale) for r in chosen if r.metrics and r.stale]}
 
 
 def _format_cell(cell: dict, digits: int) -> str:
@@ -261,6 +285,10 @@ def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str
         lines.append("")
         lines.append("Duplicate runs (the same config and seed as a run in the table; left out of the means):")
         lines += [f"  {path}: same as {kept}" for path, kept in table["duplicates"]]
+    if table.get("stale"):
+        lines.append("")
+        lines.append("Stale runs (left out of the table; rerun them, or count them with --include-stale):")
+        lines += [f"  {path}: {reason}" for path, reason in table["stale"]]
     if table["not_finished"]:
         lines.append("")
         lines.append("Runs without results:")

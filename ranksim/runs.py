@@ -12,6 +12,8 @@ A run folder is self-contained (STYLE rule 3)::
         checkpoints/best.pt  the model of the best validation
         results.json         test metrics of best.pt per shot region
         stage1.json          RRT stage 2 only: the stage-1 checkpoint it loaded, and its SHA-256
+        identity.json        results version, provenance (trained here / converted) and the data's
+                             fingerprint: what makes two runs the same (ranksim.identity)
 """
 
 from __future__ import annotations

@@ -1,18 +1,16 @@
-"""Grids of training runs (sweeps, paper tables), and when two runs count as the same config.
+"""Grids of training runs (sweeps, paper tables): run them, reuse only what is provably the same run.
 
-Both halves live here because the collector and the scripts that launch runs must agree:
-
-* :data:`OPERATIONAL_KEYS` and :func:`comparable`: a run's resolved config without the keys that
-  do not change what is trained (seed, run folder, device, data loading, logging). The collector
-  (:func:`ranksim.report.collect`) groups runs by it; the runner below compares it before it
-  reuses a finished or interrupted run.
 * :func:`run_points`: run a list of :class:`Point` through ``train.py``, one run folder each. A
-  point whose folder holds ``results.json`` is skipped, one with ``checkpoints/last.pt`` is
-  resumed, and one whose folder holds a run of another config is refused (or, with
-  ``rerun_stale``, moved aside and rerun). A point is moved aside and rerun when a point it needs
-  (RRT stage 2 needs its stage 1) was run again, in this invocation or, by the checkpoint's
-  SHA-256 in the RRT run's ``stage1.json``, in an earlier one. A failed point does not stop the others; the
-  points that need it are not started.
+  point whose folder holds the same run (:mod:`ranksim.identity`: the same config, seed included,
+  trained here on the same data by the current results version) is skipped when it has
+  ``results.json`` and resumed when it has only ``checkpoints/last.pt``. A folder holding any
+  other run is refused as stale, with the reason (or, with ``rerun_stale``, moved aside and
+  rerun). A point is moved aside and rerun when a point it needs (RRT stage 2 needs its stage 1)
+  was run again, in this invocation or, by the checkpoint's SHA-256 in the RRT run's
+  ``stage1.json``, in an earlier one. A failed point does not stop the others; the points that
+  need it are not started.
+* :func:`current_runs`: the finished runs that a table of these points may show: their configs
+  (any seed), current, on the same data. Nothing else is tabled after a run of the grid.
 * :func:`grid_points` and :func:`sweep`: the Cartesian grid of ``key=v1,v2`` values that
   ``scripts/sweep.py`` runs, also usable from Python::
 
@@ -24,7 +22,6 @@ Both halves live here because the collector and the scripts that launch runs mus
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
@@ -38,109 +35,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from ranksim.config import Config, load_config, parse_override, to_dict
+from ranksim.config import load_config, parse_override
 from ranksim.errors import UserError, exit_status
-from ranksim.runs import file_sha256
+from ranksim.identity import (SEED_KEY, comparable, config_key, data_fingerprint, differences, is_operational,
+                              read_identity, stale_reason, without_seed)
 
 logger = logging.getLogger("ranksim.sweep")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# Keys (or whole sections) that do not change what a run trains. Runs that differ only in them
-# are the same config: the collector puts them in one row, and the reproduce and sweep scripts
-# reuse a finished run whose stored config differs from the requested one only here.
-OPERATIONAL_KEYS = (
-    "seed",                     # repeats of one config; the collector counts distinct seeds instead
-    "output_dir",               # where the run was written
-    "name", "title",            # labels (the collector keeps rows of different titles apart itself)
-    "expected",                 # the authors' numbers, once carried by configs; not a setting
-    "device",                   # cpu / cuda:N: same computation (up to floating-point order)
-    "data.root",                # the same data on another disk or machine
-    "data.use_cache",           # the uint8 image cache is lossless
-    "data.num_workers", "data.persistent_workers", "data.pin_memory", "data.prefetch_factor",  # loading speed
-    "model.channels_last", "model.compile",  # memory format and compilation: speed only
-    "logging",                  # TensorBoard, progress bars, log intervals, the divergence guard
-)
-
-
-def is_operational(key: str) -> bool:
-    return any(key == op or key.startswith(op + ".") for op in OPERATIONAL_KEYS)
-
-
-def _merge(defaults: Any, data: Any) -> Any:
-    """``data`` over ``defaults``: mappings merge deeply, ints become floats where a float is expected."""
-    if isinstance(defaults, dict) and isinstance(data, dict):
-        merged = dict(defaults)
-        for key, value in data.items():
-            merged[key] = _merge(defaults[key], value) if key in defaults else value
-        return merged
-    if isinstance(defaults, float) and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    return data
-
-
-def flatten(data: dict, prefix: str = "") -> dict:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def comparable(cfg: dict | Config, run_dir: Path | None = None, _depth: int = 0) -> dict:
-    """The flat config that decides what a run trains: defaults filled in, operational keys out.
-
-    ``method.rrt.stage1`` names a folder whose path holds the seed (``runs/agedb/vanilla/seed1``);
-    it is replaced by the stage-1 run's own config, as a short hash, when its ``config.yaml`` is
-    found (relative paths are tried from ``run_dir``'s parents, then from the working folder), so
-    that the seeds of an RRT row count as one config.
-    """
-    data = to_dict(cfg) if isinstance(cfg, Config) else cfg
-    flat = {k: v for k, v in flatten(_merge(to_dict(Config()), data)).items() if not is_operational(k)}
-    if flat.get("method.rrt.enabled") and flat.get("method.rrt.stage1") and _depth < 4:
-        flat["method.rrt.stage1"] = _stage1_identity(flat["method.rrt.stage1"], run_dir, _depth)
-    return flat
-
-
-def _stage1_identity(stage1: str, run_dir: Path | None, depth: int) -> str:
-    path = Path(stage1)
-    bases = [] if path.is_absolute() else [*(Path(run_dir).resolve().parents if run_dir else ()), Path.cwd()]
-    for candidate in ([path] if path.is_absolute() else [base / path for base in bases]):
-        folder = candidate
-        if candidate.suffix == ".pt":
-            folder = candidate.parent.parent if candidate.parent.name == "checkpoints" else candidate.parent
-        config_path = folder / "config.yaml"
-        if config_path.is_file():
-            stage1_cfg = yaml.safe_load(config_path.read_text()) or {}
-            digest = hashlib.sha1(config_key(comparable(stage1_cfg, folder, depth + 1)).encode()).hexdigest()[:8]
-            return f"{stage1_cfg.get('title') or stage1_cfg.get('name', 'stage 1')} [{digest}]"
-    return stage1
-
-
-def config_key(flat: dict) -> str:
-    """A hashable, order-independent text of a :func:`comparable` config."""
-    return json.dumps(flat, sort_keys=True, default=str)
-
-
-def format_value(value: Any) -> str:
-    """A config value as a label shows it: ``10.0`` -> ``10``, ``2.5e-4`` -> ``0.00025``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return format(value, "g")
-    if isinstance(value, list):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    return str(value)
-
-
-def differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every key of two flat configs whose values differ."""
-    missing = "(absent)"
-    return [f"{k}: {format_value(old.get(k, missing))} -> {format_value(new.get(k, missing))}"
-            for k in sorted(set(old) | set(new)) if old.get(k, missing) != new.get(k, missing)]
-
 
 def last_error(run_dir: Path, since: int = 0) -> str | None:
     """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
@@ -184,40 +85,29 @@ def default_train_command() -> list[str]:
 
 
 def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
-    """Why the run in ``point.out`` is not a run of ``point``'s config now; None when it is."""
+    """Why the run in ``point.out`` is not the run ``point`` asks for now; None when it is.
+
+    The same run (ranksim.identity): the same config, seed included; trained here; on the same
+    data; by the current results version; for RRT, on the stage 1 it recorded.
+    """
     if rerun_needs:
         return f"it loads {', '.join(rerun_needs)}, which was run again just now"
     stored_path = point.out / "config.yaml"
     if not stored_path.is_file():
         return f"{stored_path} is missing, so the run cannot be checked against the config"
     stored = comparable(yaml.safe_load(stored_path.read_text()) or {}, point.out)
-    wanted = comparable(load_config(point.config, point.overrides), point.out)
-    diff = differences(stored, wanted)
+    wanted_cfg = load_config(point.config, point.overrides)
+    diff = differences(stored, comparable(wanted_cfg, point.out))
     if diff:
         more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
         return "its config.yaml differs from the config asked for: " + "; ".join(diff[:3]) + more
-    return _stage1_changed(point.out)
-
-
-def _stage1_changed(run_dir: Path) -> str | None:
-    """Why an RRT run's stage 1 is no longer the one it loaded (``stage1.json``); None when it is.
-
-    Catches a stage 1 trained again by an earlier invocation, which the config alone cannot show.
-    A run made before ``stage1.json`` was written cannot be checked and counts as current.
-    """
-    record_path = run_dir / "stage1.json"
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-        checkpoint, loaded = Path(record["checkpoint"]), record["sha256"]
-    except (ValueError, KeyError, TypeError):
-        return f"{record_path} is damaged, so its stage 1 cannot be checked"
-    if not checkpoint.is_file():
-        return f"the stage-1 checkpoint it loaded, {checkpoint}, is gone"
-    if file_sha256(checkpoint) != loaded:
-        return f"its stage 1 ({checkpoint}) was trained again after this run loaded it"
-    return None
+    identity = read_identity(point.out)
+    if identity.provenance.get("kind") != "trained":
+        return "it holds converted weights, not a run trained here"
+    data = data_fingerprint(wanted_cfg)
+    if identity.data and data and identity.data != data:
+        return f"it was trained on other data (split fingerprint {identity.data}, the data now {data})"
+    return stale_reason(point.out, stored)
 
 
 def _move_aside(out: Path) -> Path:
@@ -292,7 +182,7 @@ def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dr
         except UserError as err:
             reason = f"its config cannot be resolved: {err}"
         if reason and not rerun_stale and not rerun_needs:
-            detail = (f"{out} holds a run of another config ({reason}); move it away, or pass --rerun-stale "
+            detail = (f"{out} holds a stale run: {reason}; move it away, or pass --rerun-stale "
                       "to move it aside and run again")
             logger.info("== %s: stale, not rerun: %s", point.name, detail)
             return Outcome(point, "stale", detail)
@@ -425,9 +315,9 @@ def grid_points(config: str | Path, grid: dict[str, Sequence[Any]], overrides: S
     if not swept:
         raise UserError("nothing to sweep: give at least one key with two or more values, e.g. method.ranksim.gamma=1,10")
     for key in swept:
-        if key != "seed" and is_operational(key):
-            raise UserError(f"'{key}' does not change what is trained (ranksim.sweep.OPERATIONAL_KEYS), so its points "
-                            "would be one config; set it for every point after --")
+        if is_operational(key):
+            raise UserError(f"'{key}' does not change what is trained (ranksim.identity.OPERATIONAL_KEYS), so its "
+                            "points would be one config; set it for every point after --")
     fixed_keys = {parse_override(text)[0] for text in fixed}
     for key in swept:
         if key in fixed_keys:
@@ -439,8 +329,11 @@ def grid_points(config: str | Path, grid: dict[str, Sequence[Any]], overrides: S
     out = Path(out)
     hparams = "logging.hparams=[" + ",".join(swept) + "]"
     points, folders = [], set()
+    # A seed set for every point is part of each folder's name, so that the same grid with
+    # another seed trains into new folders instead of meeting the first seed's runs.
+    seed_part = "" if SEED_KEY in swept else f"_seed={base.seed}"
     for values in itertools.product(*(grid[k] for k in swept)):
-        name = "_".join(f"{_folder_part(leaves[k])}={_folder_part(v)}" for k, v in zip(swept, values))
+        name = "_".join(f"{_folder_part(leaves[k])}={_folder_part(v)}" for k, v in zip(swept, values)) + seed_part
         if name in folders:
             raise UserError(f"two points of the grid would share the run folder {name}; give values that differ "
                             "in letters or digits")
@@ -458,17 +351,46 @@ def sweep(config: str | Path, grid: dict[str, Sequence[Any]], overrides: Sequenc
           train: Sequence[str] | None = None) -> tuple[list[Outcome], str]:
     """Run the grid (see :func:`grid_points`) and collect it: ``(outcomes, markdown table)``.
 
-    The table has one row per config (mean ± std over the seeds), one column per swept key
-    other than the seed; it is empty in a dry run.
+    The table has one row per config of the grid (mean ± std over every seed of it in the sweep
+    folder, from this invocation or an earlier one), one column per swept key other than the seed.
+    It shows only :func:`current_runs`; it is empty in a dry run, and when no point has a result.
     """
-    from ranksim.report import collect, discover_runs, render
+    from ranksim.report import collect, render
 
     out, points = grid_points(config, grid, overrides, out, progress=jobs == 1)
     outcomes = run_points(points, train=train, jobs=jobs, dry_run=dry_run, rerun_stale=rerun_stale)
     if dry_run:
         return outcomes, ""
-    folders = {p.out.resolve() for p in points}
-    runs = [r for r in discover_runs(out) if r.path.resolve() in folders]
-    columns = [k for k, values in grid.items() if len(values) > 1 and k != "seed"]
+    runs = current_runs(points, out)
+    if not runs:
+        return outcomes, ""
+    columns = [k for k, values in grid.items() if len(values) > 1 and k != SEED_KEY]
     dataset = load_config(config, points[0].overrides).data.dataset
     return outcomes, render(collect(runs, dataset, columns=columns), "markdown")
+
+
+def current_runs(points: Sequence[Point], runs_dir: Path) -> list:
+    """The finished runs under ``runs_dir`` that a table of ``points`` may show.
+
+    A run counts when it is the run of one of the points' configs with any seed: the same config
+    but for the seed, trained here by the current results version, on the data the point would
+    read now (when that is known). So a table printed after a grid never shows a run that the
+    grid refused as stale, nor one of another config left in the same folder.
+    """
+    from ranksim.report import discover_runs
+
+    wanted: dict[str, str | None] = {}
+    for point in points:
+        cfg = load_config(point.config, point.overrides)
+        wanted[config_key(without_seed(comparable(cfg, point.out)))] = data_fingerprint(cfg)
+    if not Path(runs_dir).is_dir():
+        return []
+    chosen = []
+    for run in discover_runs(Path(runs_dir)):
+        key = config_key(without_seed(run.config))
+        if key not in wanted or run.stale or run.provenance.get("kind") != "trained" or not run.metrics:
+            continue
+        if wanted[key] and run.data and wanted[key] != run.data:
+            continue
+        chosen.append(run)
+    return chosen

@@ -7,6 +7,10 @@ Rows are grouped by config (mean ± std over seeds) and ordered as in the paper;
 MAE and GM, STS-B tables MSE and Pearson (x100), for All/Many/Medium/Few. Where
 ranksim/reference/paper_tables.csv holds the authors' number for a cell, it follows ours in
 brackets with the difference. Unfinished and failed runs are listed below the table.
+
+Runs are grouped by what they are (ranksim.identity): the authors' converted weights are a row
+of their own, never averaged with ours. Stale runs (made by an older results version of the
+code, or RRT runs whose stage 1 cannot be proved) are listed and left out unless --include-stale.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--diagnostics", action="store_true",
                         help="also print the feature diagnostics of each row (test split, markdown only): rank "
                              "correlation, RankSim regularizer, mean and 5th-percentile pairwise cosine")
+    parser.add_argument("--include-stale", action="store_true",
+                        help="also count stale runs (older results version, unproved RRT stage 1), in rows of "
+                             "their own marked [stale]")
     args = parser.parse_args(argv)
     if not args.runs_dir.is_dir():
         print(f"error: {args.runs_dir} is not a folder; give the folder that holds the run folders (e.g. runs/agedb)",
@@ -41,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {'no runs' if not runs else 'runs of several datasets (' + ', '.join(datasets) + ')'} "
               f"under {args.runs_dir}; choose one with --dataset", file=sys.stderr)
         return 2
-    print(render(collect(runs, dataset), args.format, diagnostics=args.diagnostics))
+    print(render(collect(runs, dataset, include_stale=args.include_stale), args.format,
+                 diagnostics=args.diagnostics))
     return 0
 
 

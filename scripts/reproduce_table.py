@@ -10,10 +10,13 @@ runs/DATASET). The rows run in table order, --rows too, so that every stage-1 ro
 the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) passed in.
 
 - A row whose folder holds results.json is skipped, and one with checkpoints/last.pt is resumed,
-  but only if the folder's config.yaml matches the row's config now (operational keys such as
-  device and workers aside; see ranksim.sweep.OPERATIONAL_KEYS). A row whose config has changed
-  is refused with the differences; --rerun-stale moves its folder to <folder>.staleN and reruns
-  it. An RRT row whose stage 1 was run again is moved aside and rerun too.
+  but only if the folder holds the same run (ranksim.identity): the row's config now, seed
+  included (operational keys such as device and workers aside), trained here on the same data
+  by the current results version. Any other run is refused as stale with the reason;
+  --rerun-stale moves its folder to <folder>.staleN and reruns the row. An RRT row whose stage 1
+  was run again is moved aside and rerun too.
+- The table printed at the end holds only current runs of these rows' configs (every seed found
+  under the runs folder); a row refused as stale shows no number.
 - A failed row does not stop the others; the rows that load it are not started. The script ends
   with status 1 and the list of failed rows.
 """
@@ -29,9 +32,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ranksim.config import load_config  # noqa: E402
+from ranksim.config import load_config, parse_override  # noqa: E402
 from ranksim.errors import UserError  # noqa: E402
-from ranksim.sweep import Point, report_failures, run_command, run_points  # noqa: E402
+from ranksim.sweep import Point, current_runs, report_failures, run_command, run_points  # noqa: E402
 
 log = logging.getLogger("ranksim.sweep")
 
@@ -70,7 +73,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(usage=USAGE, description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="a folder under configs/ (agedb, imdb_wiki, sts_b) or a folder of row configs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every row (default 0)")
+    parser.add_argument("--seed", type=int, help="seed of every row, run into ROW/seedN (default 0; seed=N after -- "
+                        "means the same)")
     parser.add_argument("--rows", help="only these rows (config file stems, comma-separated); default: the RankSim "
                         "paper's rows, so Balanced MSE and ConR rows run only when named here")
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at the same time (default 1)")
@@ -81,8 +85,31 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_args(argv), extra
 
 
+# Overrides that the script sets itself for every row, and the option to use instead.
+OWN_KEYS = {"output_dir": "--runs DIR", "method.rrt.stage1": "the stage-1 row of the same seed"}
+
+
+def seed_of(option: int | None, extra: list[str]) -> tuple[int, list[str]]:
+    """The seed of every row: ``--seed N``, or ``seed=N`` after ``--``, which means the same
+    (the run folders are then ``seedN/``); the two disagreeing is an error."""
+    seeds = [parse_override(text)[1] for text in extra if parse_override(text)[0] == "seed"]
+    rest = [text for text in extra if parse_override(text)[0] != "seed"]
+    if len(set(seeds)) > 1 or (seeds and option is not None and seeds[0] != option):
+        given = ", ".join([f"--seed {option}"] * (option is not None) + [f"seed={s}" for s in seeds])
+        raise UserError(f"two seeds given ({given}); give one, with --seed N")
+    seed = seeds[0] if seeds else (option if option is not None else 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"seed must be an integer, got {seed!r}; give it with --seed N")
+    return seed, rest
+
+
 def make_points(folder: Path, runs: Path, rows: list[str], seed: int, extra: list[str]) -> list[Point]:
     """One point per row; an RRT row's stage1 is rewritten to its stage-1 row's folder of this seed."""
+    for text in extra:
+        key = parse_override(text)[0]
+        if key in OWN_KEYS:
+            raise UserError(f"'{text}' after -- is set by the script for every row (it names the run folder "
+                            f"seed<N>/); use {OWN_KEYS[key]} instead")
     points = []
     for row in rows:
         config = folder / f"{row}.yaml"
@@ -121,14 +148,19 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
             rows = [r for r in all_rows if r in selected]  # table order: stage-1 rows before their RRT rows
         if args.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {args.jobs}")
-        points = make_points(folder, runs, rows, args.seed, extra)
+        seed, rest = seed_of(args.seed, extra)
+        points = make_points(folder, runs, rows, seed, rest)
         dataset = load_config(points[0].config, points[0].overrides).data.dataset
         outcomes = run_points(points, train=train, jobs=args.jobs, dry_run=args.dry_run, rerun_stale=args.rerun_stale)
         if args.dry_run:
             log.info("== then: %s scripts/collect_results.py %s --dataset %s", sys.executable, runs, dataset)
         else:
-            from ranksim.report import collect, discover_runs, render
-            print(render(collect(discover_runs(runs), dataset), "markdown"), flush=True)
+            from ranksim.report import collect, render
+            tabled = current_runs(points, runs)
+            if tabled:
+                print(render(collect(tabled, dataset), "markdown"), flush=True)
+            else:
+                log.info("== no row has a current result to table")
         return report_failures(outcomes, "rows")
 
     return run_command(body)

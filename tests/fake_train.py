@@ -12,6 +12,8 @@ contract, without torch, in a fraction of a second.
   ``train.log``, status 2. An RRT run whose stage-1 folder has no ``results.json`` fails the same way.
 - A new run writes ``checkpoints/best.pt`` with bytes of its own; a new RRT run writes
   ``stage1.json`` with the SHA-256 of its stage 1's ``best.pt``, as train.py does.
+- A new run writes ``identity.json`` (trained here, the current results version, the data's
+  fingerprint) with ranksim.identity, as train.py does.
 - Every call appends its arguments as one JSON line to the file named by ``$FAKE_TRAIN_LOG``.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ranksim.config import dump, load_config  # noqa: E402
+from ranksim.identity import TRAINED, data_fingerprint, write_identity  # noqa: E402
 
 
 def fail(run_dir: Path, message: str) -> int:
@@ -47,6 +50,7 @@ def main(argv: list[str]) -> int:
             return 2
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         dump(cfg, run_dir / "config.yaml")
+        write_identity(run_dir, TRAINED, data_fingerprint(cfg))
         (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
         (run_dir / "checkpoints" / "best.pt").write_bytes(os.urandom(16))
         stage1_best = Path(cfg.method.rrt.stage1) / "checkpoints" / "best.pt"

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ranksim.identity import TRAINED, write_identity
 from ranksim.report import collect, discover_runs, render
+from ranksim.runs import file_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "collect_results.py"
@@ -31,9 +33,13 @@ def metrics(mae: list[float], gm: list[float]) -> dict:
 
 
 def make_run(root: Path, folder: str, name: str, title: str, seed: int = 0, dataset: str = "agedb",
-             results: dict | None = None, log: str = "", validations: int = 0) -> Path:
+             results: dict | None = None, log: str = "", validations: int = 0, provenance: dict = TRAINED,
+             data: str | None = None, identity: bool = True) -> Path:
+    """A run folder; ``identity`` writes its identity.json (current results version) as training does."""
     run = root / folder
     run.mkdir(parents=True)
+    if identity:
+        write_identity(run, provenance, data)
     cfg = {"name": name, "title": title, "seed": seed, "data": {"dataset": dataset}, "schedule": {"epochs": 120}}
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "train.log").write_text(log)
@@ -162,8 +168,14 @@ def resolved_run(root: Path, folder: str, config: str, overrides: list[str], res
     from ranksim.config import dump, load_config
 
     run = root / folder
-    run.mkdir(parents=True)
-    dump(load_config(REPO / "configs" / config, [*overrides, f"output_dir={run}"]), run / "config.yaml")
+    (run / "checkpoints").mkdir(parents=True)
+    cfg = load_config(REPO / "configs" / config, [*overrides, f"output_dir={run}"])
+    dump(cfg, run / "config.yaml")
+    write_identity(run, TRAINED, None)
+    (run / "checkpoints" / "best.pt").write_bytes(folder.encode())
+    if cfg.method.rrt.enabled:  # the stage-1 checkpoint it loaded, as train.py records it
+        best = root / cfg.method.rrt.stage1 / "checkpoints" / "best.pt"
+        (run / "stage1.json").write_text(json.dumps({"checkpoint": str(best), "sha256": file_sha256(best)}))
     (run / "results.json").write_text(json.dumps({"name": config, "split": "test", "metrics": results}))
     return run
 
@@ -222,3 +234,62 @@ def test_paper_script_runs_collect_one_unlabelled_row_per_table_row(tmp_path):
     assert lines[2].startswith("| VANILLA | 2 | 7.75 ± 0.07 |")
     assert lines[3].startswith("| SQINV + RankSim | 2 | 7.05 ± 0.07 (6.91, +0.14) |")
     assert lines[4].startswith("| RRT | 2 | 7.50 ± 0.00 |")
+
+
+# ---------------------------------------------------------------------------------------------
+# Run identity: provenance, data and results version keep rows apart
+
+
+def test_converted_weights_are_a_row_of_their_own_beside_our_seeds(tmp_path):
+    """Our seeds 0 and 1 (MAE all 7.0 and 7.4 -> 7.20 ± 0.28) and the authors' converted weights
+    (6.5, seed 0 like ours): two rows, the converted one labelled, both beside the published 6.91."""
+    authors = {"kind": "converted", "source": "authors", "file": "ckpt.best.pth.tar", "sha256": "0" * 64}
+    for seed, mae in ((0, 7.0), (1, 7.4)):
+        make_run(tmp_path, f"ours/seed{seed}", "agedb/sqinv_ranksim", "SQINV + RankSim", seed=seed,
+                 results=metrics([mae] * 4, [4.0] * 4))
+    make_run(tmp_path, "authors", "agedb/sqinv_ranksim/authors", "SQINV + RankSim", seed=0,
+             results=metrics([6.5] * 4, [4.0] * 4), provenance=authors)
+    table = collect(discover_runs(tmp_path), "agedb")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [
+        ("SQINV + RankSim", [0, 1]), ("SQINV + RankSim [the authors' weights, evaluated here]", [0])]
+    assert table["duplicates"] == []
+    lines = render(table).splitlines()
+    assert lines[2].startswith("| SQINV + RankSim | 2 | 7.20 ± 0.28 (6.91, +0.29) |")
+    assert lines[3].startswith("| SQINV + RankSim [the authors' weights, evaluated here] | 1 | 6.50 (6.91, -0.41) |")
+
+
+def test_runs_on_other_data_are_never_grouped(tmp_path):
+    """Two seeds of one config on split A (MAE 3 and 5 -> 4.00 ± 1.41) and one on split B (9)."""
+    make_run(tmp_path, "a0", "agedb/vanilla", "VANILLA", seed=0, results=metrics([3.0] * 4, [1.0] * 4), data="a" * 16)
+    make_run(tmp_path, "a1", "agedb/vanilla", "VANILLA", seed=1, results=metrics([5.0] * 4, [1.0] * 4), data="a" * 16)
+    make_run(tmp_path, "b0", "agedb/vanilla", "VANILLA", seed=0, results=metrics([9.0] * 4, [1.0] * 4), data="b" * 16)
+    table = collect(discover_runs(tmp_path), "agedb")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [
+        ("VANILLA [data aaaaaaaa]", [0, 1]), ("VANILLA [data bbbbbbbb]", [0])]
+    assert table["duplicates"] == []
+    assert render(table).splitlines()[2].startswith("| VANILLA [data aaaaaaaa] | 2 | 4.00 ± 1.41 |")
+
+
+def test_stale_runs_are_listed_and_counted_only_when_asked(tmp_path):
+    """A run of older code (no identity.json) is left out of the row and listed; with
+    include_stale it is a row of its own, marked."""
+    make_run(tmp_path, "new", "agedb/vanilla", "VANILLA", seed=0, results=metrics([3.0] * 4, [1.0] * 4))
+    make_run(tmp_path, "old", "agedb/vanilla", "VANILLA", seed=1, results=metrics([8.0] * 4, [1.0] * 4),
+             identity=False)
+    table = collect(discover_runs(tmp_path), "agedb")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [("VANILLA", [0])]
+    assert table["stale"] == [(str(tmp_path / "old"), table["stale"][0][1])]
+    assert "before results versions were recorded" in table["stale"][0][1]
+    assert "Stale runs" in render(table)
+    table = collect(discover_runs(tmp_path), "agedb", include_stale=True)
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [("VANILLA", [0]), ("VANILLA [stale]", [1])]
+
+
+def test_row_labels_name_only_settings_that_change_training(tmp_path):
+    """Two vanilla runs differing in an FDS setting while FDS is off are one config: one row, no label."""
+    resolved_run(tmp_path, "a", "quickstart/vanilla.yaml", ["seed=0"], metrics([3.0] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "b", "quickstart/vanilla.yaml", ["seed=1", "method.fds.bucket_num=60",
+                                                            "method.ranksim.interpolation_lambda=5"],
+                 metrics([3.4] * 4, [1.0] * 4))
+    table = collect(discover_runs(tmp_path), "synthetic")
+    assert [(r["title"], r["seeds"]) for r in table["rows"]] == [("VANILLA", [0, 1])]

@@ -18,8 +18,8 @@ from tiny import load_script
 
 from ranksim.config import dump, load_config, to_dict
 from ranksim.errors import UserError
-from ranksim.sweep import (Point, comparable, differences, grid_points, is_operational, parse_grid, run_points,
-                           split_values, sweep)
+from ranksim.identity import RESULTS_VERSION, comparable, differences, is_operational, without_seed
+from ranksim.sweep import Point, grid_points, parse_grid, run_points, split_values, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = [sys.executable, str(REPO / "tests" / "fake_train.py")]
@@ -45,7 +45,9 @@ def test_operational_keys_do_not_change_the_comparable_config(tmp_path):
     a = load_config(RANKSIM, ["seed=0", "output_dir=x", "device=cpu", "data.num_workers=0", "logging.progress=false"])
     b = load_config(RANKSIM, ["seed=3", "output_dir=y", "device=cuda", "data.num_workers=8", "data.root=/elsewhere",
                               "logging.hparams=[seed]", "model.compile=true", "title=Another title"])
-    assert comparable(a) == comparable(b)
+    # The seed is part of what a run is; only the collector's rows leave it out.
+    assert differences(comparable(a), comparable(b)) == ["seed: 0 -> 3"]
+    assert without_seed(comparable(a)) == without_seed(comparable(b))
     c = load_config(RANKSIM, ["method.ranksim.gamma=10"])
     assert differences(comparable(a), comparable(c)) == ["method.ranksim.gamma: 100 -> 10"]
     assert not is_operational("method.ranksim.gamma") and is_operational("logging.progress")
@@ -75,7 +77,7 @@ def test_rrt_stage1_is_compared_by_the_stage1_run_config(tmp_path):
     def rrt(stage1: str, seed: int) -> dict:
         cfg = load_config(vanilla, ["method.rrt.enabled=true", f"method.rrt.stage1=runs/t/{stage1}", f"seed={seed}"])
         return comparable(cfg, runs / "rrt" / f"seed{seed}")
-    assert rrt("vanilla/seed0", 0) == rrt("vanilla/seed1", 1)
+    assert without_seed(rrt("vanilla/seed0", 0)) == without_seed(rrt("vanilla/seed1", 1))
     assert rrt("vanilla/seed0", 0)["method.rrt.stage1"].startswith("VANILLA [")
     assert rrt("vanilla/seed0", 0) != rrt("lds/seed0", 0)
     assert rrt("missing/seed0", 0)["method.rrt.stage1"] == "runs/t/missing/seed0"  # not found: the path itself
@@ -99,14 +101,14 @@ def test_grid_points_folders_overrides_and_errors(tmp_path):
     out, points = grid_points(RANKSIM, {"method.ranksim.gamma": [1, 10], "schedule.milestones": ["[1,2]", "[3]"],
                                         "seed": ["0"]}, ["schedule.epochs=4"], tmp_path / "s")
     assert out == tmp_path / "s"
-    assert [p.name for p in points] == ["gamma=1_milestones=1-2", "gamma=1_milestones=3",
-                                        "gamma=10_milestones=1-2", "gamma=10_milestones=3"]
+    assert [p.name for p in points] == ["gamma=1_milestones=1-2_seed=0", "gamma=1_milestones=3_seed=0",
+                                        "gamma=10_milestones=1-2_seed=0", "gamma=10_milestones=3_seed=0"]
     cfg = load_config(RANKSIM, points[1].overrides)
     assert (cfg.method.ranksim.gamma, cfg.schedule.milestones, cfg.seed, cfg.schedule.epochs) == (1.0, [3], 0, 4)
-    assert cfg.output_dir == str(tmp_path / "s" / "gamma=1_milestones=3")
+    assert cfg.output_dir == str(tmp_path / "s" / "gamma=1_milestones=3_seed=0")
     assert cfg.logging.hparams == ["method.ranksim.gamma", "schedule.milestones"]
     _, points = grid_points(RANKSIM, {"method.lds.sigma": [1, 2], "method.fds.sigma": [1, 2]})
-    assert points[0].name == "method.lds.sigma=1_method.fds.sigma=1"  # leaves shared: the whole key
+    assert points[0].name == "method.lds.sigma=1_method.fds.sigma=1_seed=0"  # leaves shared: the whole key
     assert points[0].out.parent == Path("runs/sweeps/quickstart/ranksim/method.lds.sigma-method.fds.sigma")
     with pytest.raises(UserError, match="does not change what is trained"):
         grid_points(RANKSIM, {"data.num_workers": [0, 2]})
@@ -162,7 +164,7 @@ def test_a_changed_config_is_refused_or_moved_aside(tmp_path, calls):
     assert "--rerun-stale" in outcomes[0].detail
     outcomes, table = sweep(RANKSIM, grid, ["optim.lr=2e-3"], out=tmp_path / "s", train=FAKE, rerun_stale=True)
     assert [o.status for o in outcomes] == ["ran", "ran"]
-    assert (tmp_path / "s" / "gamma=1.stale1" / "results.json").is_file()  # the old run is kept
+    assert (tmp_path / "s" / "gamma=1_seed=0.stale1" / "results.json").is_file()  # the old run is kept
     rows = [line for line in table.splitlines() if line.startswith("| Vanilla")]
     assert len(rows) == 2 and all(r.endswith("| 2.00 | 2.00 | 2.00 | 2.00 |") for r in rows)  # GM = lr x 1000
     # (the stale runs, GM 1.00, are not collected)
@@ -358,3 +360,73 @@ def test_exit_status_of_the_command_line_entry_points(capsys):
     assert capsys.readouterr().err == "error: no such folder; give another --root\n"
     assert exit_status(interrupted, "interrupted; run it again to resume") == 130
     assert capsys.readouterr().err == "interrupted; run it again to resume\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run is (ranksim.identity): seed, results version, stage 1, provenance
+
+
+def test_a_seed_1_sweep_after_a_seed_0_sweep_trains_and_the_table_counts_two_seeds(tmp_path, calls):
+    """The same grid with -- seed=0, then -- seed=1: four runs, and each row has both seeds
+    (gamma 1: MAE 1.0 and 1.1 -> 1.05 ± 0.07)."""
+    grid = {"method.ranksim.gamma": [1, 10]}
+    outcomes, _ = sweep(RANKSIM, grid, ["seed=0"], out=tmp_path / "s", train=FAKE)
+    assert [o.status for o in outcomes] == ["ran", "ran"]
+    outcomes, table = sweep(RANKSIM, grid, ["seed=1"], out=tmp_path / "s", train=FAKE)
+    assert [o.status for o in outcomes] == ["ran", "ran"] and len(calls()) == 4
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [
+        "gamma=10_seed=0", "gamma=10_seed=1", "gamma=1_seed=0", "gamma=1_seed=1"]
+    rows = [line for line in table.splitlines() if line.startswith("| Vanilla")]
+    assert rows[0].startswith("| Vanilla + RankSim | 1 | 2 | 1.05 ± 0.07 |")
+    assert rows[1].startswith("| Vanilla + RankSim | 10 | 2 | 10.05 ± 0.07 |")
+
+
+def test_a_finished_run_of_another_seed_in_the_folder_is_not_reused(tmp_path, calls):
+    point = Point("a", RANKSIM, ["seed=0", f"output_dir={tmp_path / 'a'}"], tmp_path / "a")
+    run_points([point], train=FAKE)
+    other = Point("a", RANKSIM, ["seed=1", f"output_dir={tmp_path / 'a'}"], tmp_path / "a")
+    (outcome,) = run_points([other], train=FAKE)
+    assert outcome.status == "stale" and "seed: 0 -> 1" in outcome.detail and len(calls()) == 1
+
+
+def test_runs_of_another_results_version_are_refused_and_not_tabled(tmp_path, calls):
+    """A run marked with an old results version, and one made before versions were recorded, are
+    stale: refused with the reason, no table of them, moved aside and rerun with --rerun-stale."""
+    grid = {"method.ranksim.gamma": [1, 10]}
+    sweep(RANKSIM, grid, out=tmp_path / "s", train=FAKE)
+    identity = tmp_path / "s" / "gamma=1_seed=0" / "identity.json"
+    identity.write_text(json.dumps({**json.loads(identity.read_text()), "results_version": RESULTS_VERSION - 1}))
+    (tmp_path / "s" / "gamma=10_seed=0" / "identity.json").unlink()
+    outcomes, table = sweep(RANKSIM, grid, out=tmp_path / "s", train=FAKE)
+    assert [o.status for o in outcomes] == ["stale", "stale"] and len(calls()) == 2
+    assert f"made by results version {RESULTS_VERSION - 1}" in outcomes[0].detail
+    assert "before results versions were recorded" in outcomes[1].detail
+    assert table == ""  # no row was produced for this command
+    outcomes, table = sweep(RANKSIM, grid, out=tmp_path / "s", train=FAKE, rerun_stale=True)
+    assert [o.status for o in outcomes] == ["ran", "ran"] and len(calls()) == 4
+    assert table.count("| Vanilla + RankSim |") == 2 and "| 1 | 1 | 1.00 |" in table
+
+
+def test_an_rrt_run_without_stage1_record_is_stale_and_its_row_is_not_printed(tmp_path, calls, capsys):
+    folder, runs = row_folder(tmp_path), tmp_path / "runs" / "t"
+    reproduce = load_script("reproduce_table")
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt"], train=FAKE) == 0
+    assert "| RRT | 1 |" in capsys.readouterr().out
+    (runs / "rrt" / "seed0" / "stage1.json").unlink()  # as made before the record existed
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt"], train=FAKE) == 1
+    out = capsys.readouterr().out
+    assert "RRT stage 2 without stage1.json" in out and len(calls()) == 2
+    assert "| VANILLA | 1 |" in out and "| RRT |" not in out  # the refused row shows no number
+
+
+def test_reproduce_seed_override_means_the_same_as_the_seed_option(tmp_path, calls, capsys):
+    folder, runs = row_folder(tmp_path), tmp_path / "runs" / "t"
+    reproduce = load_script("reproduce_table")
+    assert reproduce.main([str(folder), "--runs", str(runs), "--rows", "vanilla,rrt", "--", "seed=1"], train=FAKE) == 0
+    assert (runs / "vanilla" / "seed1" / "results.json").is_file() and not (runs / "vanilla" / "seed0").exists()
+    assert f"method.rrt.stage1={runs / 'vanilla' / 'seed1'}" in calls()[1]
+    assert all(c.count("seed=1") == 1 for c in calls())
+    assert reproduce.main([str(folder), "--runs", str(runs), "--seed", "0", "--", "seed=1"], train=FAKE) == 2
+    assert "two seeds given" in capsys.readouterr().err
+    assert reproduce.main([str(folder), "--runs", str(runs), "--", f"output_dir={tmp_path}"], train=FAKE) == 2
+    assert "use --runs DIR" in capsys.readouterr().err

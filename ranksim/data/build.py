@@ -55,6 +55,27 @@ def split_file_path(cfg: Config) -> Path:
     return Path(cfg.data.split_file) if cfg.data.split_file else root / f"{cfg.data.dataset}.csv"
 
 
+def generate_synthetic_once(root: Path, synthetic_cfg) -> None:
+    """Generate the synthetic data on the main process only; the others wait for it.
+
+    Every process generating at once would race on the same folder. The main process's refusal
+    (a root that is not ours) is passed on, so that every process stops with the same message.
+    """
+    from ranksim.data.age.synthetic import ensure_synthetic
+    from ranksim.distributed import barrier, broadcast_object, is_main_process
+
+    error = None
+    if is_main_process():
+        try:
+            ensure_synthetic(root, synthetic_cfg)
+        except UserError as err:
+            error = str(err)
+    barrier()
+    error = broadcast_object(error)
+    if error:
+        raise UserError(error)
+
+
 def build_age_data(cfg: Config) -> DataBundle:
     from ranksim.data.age.dataset import AgeDataset, open_cache
     from ranksim.data.age.split_file import read_age_split
@@ -62,8 +83,7 @@ def build_age_data(cfg: Config) -> DataBundle:
     d = cfg.data
     root = Path(d.root)
     if d.dataset == "synthetic":
-        from ranksim.data.age.synthetic import ensure_synthetic
-        ensure_synthetic(root, d.synthetic)
+        generate_synthetic_once(root, d.synthetic)
     split_file = split_file_path(cfg)
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist; prepare it with "

@@ -96,14 +96,21 @@ class SeededItems(Dataset):
 class ShuffledShard(Sampler):
     """This process's strided share of a fresh seeded permutation of ``range(length)`` per epoch.
 
-    Every process draws the same permutation from ``(seed, epoch)`` and takes every
-    ``world``-th entry from ``rank`` on, so the shards together hold each sample exactly once
-    (no padding, unlike ``DistributedSampler``: a repeated sample would bias statistics). The
-    order depends only on the seed and the epoch, so a resumed run repeats it.
+    Every process draws the same permutation from the key of ``(seed, epoch, stream)``
+    (:func:`pass_key`) and takes every ``world``-th entry from ``rank`` on. The order depends only
+    on the seed and the epoch, so a resumed run repeats it, and no two (seed, epoch) pairs share
+    an order. (``DistributedSampler`` shuffles with ``seed + epoch``, so seed 0's epoch 1 would be
+    seed 1's epoch 0, and the seeds of a table row would be less independent than they look.)
+
+    Without ``pad`` the shards together hold each sample exactly once, as a statistics pass needs
+    (a repeated sample would bias it). With ``pad`` (training under DDP) the permutation is
+    extended by its own first entries to a multiple of ``world``, so that every process takes the
+    same number of steps, as ``DistributedSampler`` does.
     """
 
-    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1, stream: int = 1):
+    def __init__(self, length: int, seed: int, rank: int = 0, world: int = 1, stream: int = 1, pad: bool = False):
         self.length, self.seed, self.rank, self.world, self.stream = length, seed, rank, world, stream
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -114,8 +121,14 @@ class ShuffledShard(Sampler):
         generator = torch.Generator().manual_seed(pass_key(self.seed, self.epoch, self.stream) >> 1)
         return torch.randperm(self.length, generator=generator)
 
+    def _total(self) -> int:
+        return -(-self.length // self.world) * self.world if self.pad else self.length
+
     def __iter__(self) -> Iterator[int]:
-        return iter(self.permutation()[self.rank::self.world].tolist())
+        order = self.permutation()
+        if self.pad and self._total() > self.length:
+            order = order.repeat(-(-self._total() // self.length))[:self._total()]
+        return iter(order[self.rank::self.world].tolist())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.length, self.world))
+        return len(range(self.rank, self._total(), self.world))

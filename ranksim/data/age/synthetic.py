@@ -19,6 +19,11 @@ Generation is deterministic in the :class:`~ranksim.config.SyntheticConfig`; a `
 beside the CSV records it, and a root whose record differs is regenerated. Files are written into
 a temporary folder that is renamed into place, so an interrupted generation leaves nothing that
 looks complete.
+
+The record is also what proves a folder is ours: only a root that holds ``synthetic.json`` (or is
+empty, or absent) is ever replaced. Any other folder, a real dataset given as ``data.root`` by
+mistake say, is refused and left untouched. Under DDP one process generates and the others wait
+(:func:`ranksim.data.build.build_age_data`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from PIL import Image
 from ranksim.data.age.image_cache import build_cache
 from ranksim.data.age.rebuild_split import make_balanced_split
 from ranksim.data.age.split_file import write_age_split
+from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +92,33 @@ def generate(root: Path, num_samples: int = 4000, image_size: int = 32, max_per_
     build_cache(tmp, table, workers=1, image_size=image_size, progress=False)
     record = dict(num_samples=num_samples, image_size=image_size, max_per_label=max_per_label, seed=seed)
     (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1))
-    if root.exists():
+    try:
+        check_replaceable(root)  # again, just before: the folder may have been filled meanwhile
+    except UserError:
+        shutil.rmtree(tmp)
+        raise
+    if root.is_dir() and (root / RECORD_NAME).is_file():
         shutil.rmtree(root)
+    elif root.is_dir():
+        root.rmdir()  # empty (check_replaceable): nothing to lose
     tmp.rename(root)
     return root / CSV_NAME
+
+
+def check_replaceable(root: Path) -> None:
+    """Refuse a ``root`` that holds anything not written by :func:`generate`.
+
+    A folder is ours when it holds ``synthetic.json``; an absent or empty folder may be filled. A
+    real dataset, an image cache or ``data/`` itself must never be deleted to make room for the
+    synthetic set.
+    """
+    if root.exists() and not root.is_dir():
+        raise UserError(f"data.root {root} is a file, not a folder; for the synthetic data set data.root to a "
+                        "new folder (the default is data/synthetic)")
+    if root.is_dir() and not (root / RECORD_NAME).is_file() and any(root.iterdir()):
+        raise UserError(f"data.root {root} holds files that are not the synthetic data set (no {RECORD_NAME}), "
+                        "so it was left untouched; set data.root to a new or empty folder for "
+                        "data.dataset=synthetic (default data/synthetic), or data.dataset to the data set it holds")
 
 
 def ensure_synthetic(root: str | Path, cfg) -> Path:
@@ -98,6 +127,7 @@ def ensure_synthetic(root: str | Path, cfg) -> Path:
     ``cfg`` is a :class:`~ranksim.config.SyntheticConfig`.
     """
     root = Path(root)
+    check_replaceable(root)
     record = dataclasses.asdict(cfg)
     record_path = root / RECORD_NAME
     if record_path.is_file() and (root / CSV_NAME).is_file():
