@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ranksim.identity import RESULTS_VERSION, read_identity
 import torch
 
 from ranksim.config import load_config
@@ -141,6 +143,11 @@ def check_run_folder(run: Path, source: Path, model: torch.nn.Module) -> dict:
     env = json.loads((run / "env.json").read_text())
     assert env["converted_from"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert env["converted_from"]["path"] == str(source.resolve()) and "torch" in env
+    # the provenance that keeps the authors' weights out of our seeds' rows (ranksim.identity)
+    identity = read_identity(run)
+    assert identity.provenance == {"kind": "converted", "source": "authors", "file": source.name,
+                                   "sha256": env["converted_from"]["sha256"]}
+    assert identity.results_version == RESULTS_VERSION and identity.data is not None
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     ours = model.state_dict()
     assert best["model"].keys() == ours.keys()
@@ -175,7 +182,7 @@ def test_age_round_trip_equals_our_model(age, capsys):
     capsys.readouterr()
     assert collect_results.main([str(tmp / "runs")]) == 0
     table = capsys.readouterr().out
-    assert "| FDS | 1 |" in table and "Runs without results" not in table, table
+    assert "| FDS [the authors' weights, evaluated here] | 1 |" in table and "Runs without results" not in table, table
 
 
 @pytest.fixture(scope="module")

@@ -160,3 +160,31 @@ def test_a_run_of_another_results_version_is_not_resumed(tmp_path, data_root):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"this code is version {RESULTS_VERSION}" in proc.stderr
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_downloaded_split_file_is_checked_against_the_published_one(tmp_path):
+    """IMDB-WIKI (hash unknown): rows per split against the published counts; AgeDB: SHA-256.
+    A file that fails is moved aside as .rejected, with one line saying so."""
+    import dataclasses
+
+    from conftest import real_split_dir
+    from ranksim.data.age.benchmarks import AGEDB, IMDB_WIKI
+    from ranksim.data.age.prepare import check_published_split
+    from ranksim.errors import UserError
+
+    small = dataclasses.replace(IMDB_WIKI, published={"train": 2, "val": 1, "test": 1})
+    split = tmp_path / "imdb_wiki.csv"
+    split.write_text("age,path,split\n30,a.jpg,train\n31,b.jpg,train\n32,c.jpg,val\n33,d.jpg,test\n")
+    check_published_split(split, small)
+    assert split.is_file()
+    with pytest.raises(UserError, match=r"rows per split \(train 2, val 1, test 1\) differ"):
+        check_published_split(split, IMDB_WIKI)
+    assert not split.exists() and (tmp_path / "imdb_wiki.csv.rejected").is_file()
+    real = real_split_dir("agedb-dir")
+    if real is not None:
+        copy = tmp_path / "agedb.csv"
+        copy.write_bytes((real / "agedb.csv").read_bytes())
+        check_published_split(copy, AGEDB)
+        copy.write_bytes((real / "agedb.csv").read_bytes().replace(b",train", b",val", 1))
+        with pytest.raises(UserError, match="SHA-256"):
+            check_published_split(copy, AGEDB)

@@ -78,7 +78,34 @@ def _get_split(args, root: Path, benchmark: AgeBenchmark, rebuild) -> Path:
         official = args.split_url == benchmark.split_url
         download(args.split_url, split_path, expected_size=benchmark.split_size if official else None,
                  progress=False)
+        if official:
+            check_published_split(split_path, benchmark)
     return split_path
+
+
+def check_published_split(path: Path, benchmark: AgeBenchmark) -> None:
+    """Check a freshly downloaded published split file: its SHA-256 when known, else its rows per
+    split against the published counts. A file that fails is moved to ``<name>.rejected`` (it was
+    just downloaded by this command) so that a rerun downloads it afresh."""
+    from ranksim.runs import file_sha256
+
+    digest = file_sha256(path)
+    problem = None
+    if benchmark.split_sha256 is not None:
+        if digest != benchmark.split_sha256:
+            problem = f"its SHA-256 is {digest[:16]}..., the published file's {benchmark.split_sha256[:16]}..."
+    else:
+        counts = read_age_split(path)["split"].value_counts().to_dict()
+        if any(counts.get(s, 0) != n for s, n in benchmark.published.items()):
+            problem = (f"its rows per split ({', '.join(f'{s} {counts.get(s, 0):,}' for s in benchmark.published)}) "
+                       f"differ from the {benchmark.published_source}'s "
+                       f"({', '.join(f'{s} {n:,}' for s, n in benchmark.published.items())})")
+    if problem:
+        rejected = path.with_name(path.name + ".rejected")
+        os.replace(path, rejected)
+        raise UserError(f"the downloaded {path.name} is not the published split: {problem}; it was moved to "
+                        f"{rejected}. Run the command again, or give the file with --split-url")
+    logger.info("%s checked against the published split (sha256 %s)", path, digest)
 
 
 def prepare_imdb_wiki_main(argv: list[str]) -> int:
