@@ -48,7 +48,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         "with more than 1 each run's console output goes to <run folder>/console.log")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     parser.add_argument("--rerun-stale", action="store_true",
-                        help="move a point's folder that holds a run of another config to <folder>.staleN and rerun it")
+                        help="move a point's folder that holds a stale run (another config or seed, an older results "
+                        "version, an unproved RRT stage 1) to <folder>.staleN and rerun it")
     return parser.parse_args(argv), overrides
 
 
