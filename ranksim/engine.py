@@ -216,15 +216,28 @@ def build_schedulers(cfg: Config, optimizer: torch.optim.Optimizer):
     The milestone scheduler is stepped once per epoch; the plateau one after each validation,
     with the validation value, multiplying the LR by ``plateau_lr_factor`` whenever the value is
     not strictly below every earlier one (the same test as a new best).
+
+    Groups marked ``fixed_lr`` (Balanced MSE's noise scale) keep their learning rate: the
+    authors' schedule decays only the network's.
     """
     s = cfg.schedule
-    milestones = torch.optim.lr_scheduler.MultiStepLR(optimizer, s.milestones, s.lr_gamma)
+    milestones = MilestoneLR(optimizer, s.milestones, s.lr_gamma)
     plateau = None
     if s.plateau_lr_factor != 1.0:
+        # A floor at a fixed group's own lr keeps the plateau decay off it.
+        floors = [g["lr"] if g.get("fixed_lr") else 0.0 for g in optimizer.param_groups]
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=s.plateau_lr_factor, patience=0, threshold=0.0,
-            threshold_mode="abs", cooldown=0, min_lr=0.0, eps=0.0)
+            threshold_mode="abs", cooldown=0, min_lr=floors, eps=0.0)
     return milestones, plateau
+
+
+class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
+    """``MultiStepLR`` that leaves the parameter groups marked ``fixed_lr`` alone."""
+
+    def get_lr(self):
+        return [group["lr"] if group.get("fixed_lr") else lr
+                for group, lr in zip(self.optimizer.param_groups, super().get_lr())]
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -285,7 +298,8 @@ class Trainer:
         if self.bmse is not None:
             self.bmse.noise_sigma.requires_grad_(m.bmse.sigma_lr > 0)
             if m.bmse.sigma_lr > 0:
-                groups.append({"params": [self.bmse.noise_sigma], "lr": m.bmse.sigma_lr, "weight_decay": 0.0})
+                groups.append({"params": [self.bmse.noise_sigma], "lr": m.bmse.sigma_lr, "weight_decay": 0.0,
+                               "fixed_lr": True})
         # -- ConR (SPEC 9.2): like RankSim, a feature loss that RRT stage 2's frozen encoder cannot use --
         self.use_conr = m.conr.enabled and not m.rrt.enabled
         self.optimizer = build_optimizer(cfg, groups)
