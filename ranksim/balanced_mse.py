@@ -80,6 +80,26 @@ def bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
     return _reduce(per_sample, w, noise_var)
 
 
+def gathered_bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
+    """BMC on the batch of all DDP processes, with gradients through this process's predictions.
+
+    BMC contrasts each prediction with every target of the batch, so on each process's share
+    alone it would change with the number of processes; the authors train on the whole batch
+    (one GPU or DataParallel). Every process gets the value of :func:`bmc_loss` on the
+    concatenation of all processes' batches, in rank order. As with gathered RankSim, DDP averages
+    parameter gradients over the N processes, so the caller multiplies the loss by N before
+    ``backward`` (``ranksim.engine`` does; sigma's gradient, outside DDP, is then averaged and
+    divided by N). Without a process group this is :func:`bmc_loss`.
+    """
+    from ranksim.distributed import gather_with_local_grad
+
+    p, y, w = _inputs(pred, target, weights)
+    all_p, _ = gather_with_local_grad(p)
+    all_y, _ = gather_with_local_grad(y)
+    all_w = None if w is None else gather_with_local_grad(w)[0]
+    return bmc_loss(all_p, all_y, noise_var, all_w)
+
+
 def gai_loss(pred, target, noise_var, gmm_weights, gmm_means, gmm_vars, weights=None) -> torch.Tensor:
     """GAI with a ``K``-component mixture ``gmm_weights, gmm_means, gmm_vars`` (each ``(K,)``)."""
     p, y, w = _inputs(pred, target, weights)
@@ -198,10 +218,15 @@ class BalancedMSELoss(nn.Module):
     def noise_var(self) -> torch.Tensor:
         return self.noise_sigma ** 2
 
+    @property
+    def gathers_batch(self) -> bool:
+        """Whether the loss is the whole DDP batch's (BMC), so that the caller scales it by N."""
+        return self.variant == "bmc"
+
     def forward(self, pred, target, weights=None) -> torch.Tensor:
         nv = self.noise_var.to(pred.dtype)
         if self.variant == "bmc":
-            return bmc_loss(pred, target, nv, weights)
+            return gathered_bmc_loss(pred, target, nv, weights)
         if self.variant == "gai":
             return gai_loss(pred, target, nv, self.gmm_weights, self.gmm_means, self.gmm_vars, weights)
         return bni_loss(pred, target, nv, self.bucket_centres, self.bucket_weights, weights)

@@ -43,7 +43,7 @@ from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
 from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
                                  get_world_size, is_main_process, shard_indices)
 from ranksim.errors import UserError
-from ranksim.conr import conr_loss
+from ranksim.conr import gathered_conr_loss
 from ranksim.losses import build_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
@@ -379,6 +379,7 @@ class Trainer:
         self.ranksim_generator.manual_seed(seed)  # the same on every process: gathered RankSim agrees
         self.set_train_mode()
         sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # LOSS_TERMS, times samples
+        task_scale = get_world_size() if getattr(self.loss_fn, "gathers_batch", False) else 1
         seen = 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
                    disable=not (cfg.logging.progress and self.main))
@@ -393,19 +394,20 @@ class Trainer:
             task_loss = self.loss_fn(pred.float(), targets / self.data.target_scale, weights)
             loss = task_loss
             ranksim_loss = torch.zeros((), device=device)
-            backward_loss = task_loss
+            # A gathered term (BMC, RankSim with gather, ConR) is the global batch's loss with
+            # gradients only through local predictions or features; DDP averages gradients over
+            # processes, so each is scaled back up by the number of processes.
+            backward_loss = task_scale * task_loss
             if self.use_ranksim:
                 ranksim_loss = self.ranksim_loss(features, targets)
                 loss = task_loss + cfg.method.ranksim.gamma * ranksim_loss
-                # Gathered RankSim is the global batch's regularizer with gradients only through
-                # local features; DDP averages gradients over processes, so scale it back up.
                 world = get_world_size() if cfg.method.ranksim.gather else 1
-                backward_loss = task_loss + cfg.method.ranksim.gamma * world * ranksim_loss
+                backward_loss = backward_loss + cfg.method.ranksim.gamma * world * ranksim_loss
             conr_term = torch.zeros((), device=device)
             if self.use_conr:  # SPEC 9.2: its own forward pass of the 2B extra views
                 conr_term = self.conr_loss(views, targets, weights, epoch)
                 loss = loss + cfg.method.conr.weight * conr_term
-                backward_loss = backward_loss + cfg.method.conr.weight * conr_term
+                backward_loss = backward_loss + cfg.method.conr.weight * get_world_size() * conr_term
             values = torch.stack([loss.detach(), task_loss.detach(), ranksim_loss.detach(),
                                   conr_term.detach()]).double().cpu()
             value = float(values[0])
@@ -416,8 +418,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(backward_loss).backward()
             if self.bmse is not None and get_world_size() > 1 and self.bmse.noise_sigma.grad is not None:
-                # sigma lives outside the DDP model, so DDP does not average its gradient
-                all_reduce_sum(self.bmse.noise_sigma.grad).div_(get_world_size())
+                # sigma lives outside the DDP model, so DDP does not average its gradient; under
+                # gathered BMC every process holds task_scale times the whole batch's.
+                all_reduce_sum(self.bmse.noise_sigma.grad).div_(get_world_size() * task_scale)
             if cfg.optim.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
@@ -459,8 +462,10 @@ class Trainer:
             views = views.contiguous(memory_format=torch.channels_last)
         with autocast(self.cfg, self.device):
             view_pred, view_features = self.model(views)
-        return conr_loss(view_features.float(), targets.repeat(2, 1), view_pred.detach().float() * self.data.target_scale,
-                         weights.repeat(2, 1), c.threshold, c.temperature, c.push, faithful=self.cfg.method.faithful)
+        return gathered_conr_loss(view_features.float(), targets.repeat(2, 1),
+                                  view_pred.detach().float() * self.data.target_scale, weights.repeat(2, 1),
+                                  threshold=c.threshold, temperature=c.temperature, push=c.push,
+                                  faithful=self.cfg.method.faithful)
 
     @torch.no_grad()
     def update_fds(self, epoch: int) -> None:
