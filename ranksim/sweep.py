@@ -99,6 +99,11 @@ def comparable(cfg: dict | Config, run_dir: Path | None = None, _depth: int = 0)
     """
     data = to_dict(cfg) if isinstance(cfg, Config) else cfg
     flat = {k: v for k, v in flatten(_merge(to_dict(Config()), data)).items() if not is_operational(k)}
+    if flat.get("data.dataset") == "sts_b" and flat.get("data.tokenizer") == "auto":
+        # A run stores the tokenizer that "auto" chose (ranksim.data.build): compare with what it
+        # would choose here and now, since another tokenizer gives another vocabulary.
+        from ranksim.data.sts_b.text import punkt_installed
+        flat["data.tokenizer"] = "punkt" if punkt_installed() else "no_punkt"
     if flat.get("method.rrt.enabled") and flat.get("method.rrt.stage1") and _depth < 4:
         flat["method.rrt.stage1"] = _stage1_identity(flat["method.rrt.stage1"], run_dir, _depth)
     return flat
