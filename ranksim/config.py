@@ -53,9 +53,7 @@ class DataConfig:
     glove_dir: str = ""          # STS-B: folder with the cached GloVe matrix; empty means random trainable embeddings
     max_seq_len: int = 40        # STS-B: tokens kept per sentence (SPEC 6)
     max_vocab: int = 30000       # STS-B: vocabulary size over all splits (SPEC 6)
-    # STS-B: punkt (the authors' nltk.word_tokenize; needs `python -m nltk.downloader punkt_tab`) |
-    # no_punkt (no sentence split, no data) | auto (punkt when installed). A run stores the resolved one.
-    tokenizer: str = "auto"
+    tokenizer: str = "auto"      # STS-B: punkt (the authors' word_tokenize; needs nltk punkt_tab) | no_punkt | auto (punkt if installed); runs store the one used
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
