@@ -32,9 +32,12 @@ Decisions where the SPEC leaves room:
   The initialisation is deterministic (means at the label quantiles), so the fit is the same on
   every run and process without a seed to carry; it is done once per run, at start-up, on the
   training labels on the training target scale.
-- **BNI buckets**: age uses the integer labels ``0..max_target-1`` (``max_target = 121``, ages
-  above share the last bucket, as in LDS); STS-B uses the centres of its 50 bins, on the training
-  scale. The frequencies are the raw training counts, LDS-smoothed (with the LDS window of
+- **BNI buckets**: age uses the integer labels ``0..max_target-1`` with ``max_target = 200``, the
+  authors' IMDB-WIKI-DIR setting: its training ages run past 120, and each keeps its own bucket
+  (lumping them into one, as LDS's 121 buckets do, changes the loss). A label of ``max_target``
+  or more is left out of the histogram, as in the authors' code. AgeDB-DIR's ages (at most 101)
+  give the same buckets with any ``max_target`` above them. STS-B uses the centres of its 50 bins,
+  on the training scale. The frequencies are the raw training counts, LDS-smoothed (with the LDS window of
   ``method.lds``) when LDS is on.
 """
 
@@ -75,6 +78,26 @@ def bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
     logits = -(p[:, None] - y[None, :]) ** 2 / (2 * noise_var)
     per_sample = F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device), reduction="none")
     return _reduce(per_sample, w, noise_var)
+
+
+def gathered_bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
+    """BMC on the batch of all DDP processes, with gradients through this process's predictions.
+
+    BMC contrasts each prediction with every target of the batch, so on each process's share
+    alone it would change with the number of processes; the authors train on the whole batch
+    (one GPU or DataParallel). Every process gets the value of :func:`bmc_loss` on the
+    concatenation of all processes' batches, in rank order. As with gathered RankSim, DDP averages
+    parameter gradients over the N processes, so the caller multiplies the loss by N before
+    ``backward`` (``ranksim.engine`` does; sigma's gradient, outside DDP, is then averaged and
+    divided by N). Without a process group this is :func:`bmc_loss`.
+    """
+    from ranksim.distributed import gather_with_local_grad
+
+    p, y, w = _inputs(pred, target, weights)
+    all_p, _ = gather_with_local_grad(p)
+    all_y, _ = gather_with_local_grad(y)
+    all_w = None if w is None else gather_with_local_grad(w)[0]
+    return bmc_loss(all_p, all_y, noise_var, all_w)
 
 
 def gai_loss(pred, target, noise_var, gmm_weights, gmm_means, gmm_vars, weights=None) -> torch.Tensor:
@@ -137,16 +160,17 @@ def fit_gmm_1d(values, k: int = 8, iters: int = 500, tol: float = 1e-8,
 
 def bni_buckets(train_labels, binning: str, target_scale: float = 1.0, lds: bool = False,
                 lds_kernel: str = "gaussian", lds_ks: int = 5, lds_sigma: float = 2.0,
-                max_target: int = 121) -> tuple[np.ndarray, np.ndarray]:
+                max_target: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """``(centres, weights)`` of the BNI buckets that hold training mass, on the training scale.
 
-    Counts per bucket (age: integer label, the last of ``max_target`` buckets holding the rest;
-    STS-B: the 50 bins), LDS-smoothed with the max-normalised LDS window when ``lds``; buckets with
-    zero weight are dropped and the rest normalised to sum 1.
+    Counts per bucket (age: integer label ``0..max_target-1``, labels from ``max_target`` up left
+    out; STS-B: the 50 bins), LDS-smoothed with the max-normalised LDS window when ``lds``; buckets
+    with zero weight are dropped and the rest normalised to sum 1.
     """
     y = np.asarray(train_labels).reshape(-1)
     if binning == "age":
-        bins = label_bins(y, "age", num_bins=max_target)
+        bins = label_bins(y, "age")
+        bins = bins[bins < max_target]
         centres = np.arange(max_target, dtype=np.float64)
         num = max_target
     else:
@@ -194,10 +218,15 @@ class BalancedMSELoss(nn.Module):
     def noise_var(self) -> torch.Tensor:
         return self.noise_sigma ** 2
 
+    @property
+    def gathers_batch(self) -> bool:
+        """Whether the loss is the whole DDP batch's (BMC), so that the caller scales it by N."""
+        return self.variant == "bmc"
+
     def forward(self, pred, target, weights=None) -> torch.Tensor:
         nv = self.noise_var.to(pred.dtype)
         if self.variant == "bmc":
-            return bmc_loss(pred, target, nv, weights)
+            return gathered_bmc_loss(pred, target, nv, weights)
         if self.variant == "gai":
             return gai_loss(pred, target, nv, self.gmm_weights, self.gmm_means, self.gmm_vars, weights)
         return bni_loss(pred, target, nv, self.bucket_centres, self.bucket_weights, weights)

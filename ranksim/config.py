@@ -53,6 +53,7 @@ class DataConfig:
     glove_dir: str = ""          # STS-B: folder with the cached GloVe matrix; empty means random trainable embeddings
     max_seq_len: int = 40        # STS-B: tokens kept per sentence (SPEC 6)
     max_vocab: int = 30000       # STS-B: vocabulary size over all splits (SPEC 6)
+    tokenizer: str = "auto"      # STS-B: punkt (the authors' word_tokenize; needs nltk punkt_tab) | no_punkt | auto (punkt if installed); runs store the one used
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -353,6 +354,7 @@ def dump(cfg: Config, path: Path) -> None:
 
 CHOICES = {
     "data.dataset": ("synthetic", "agedb", "imdb_wiki", "sts_b"),
+    "data.tokenizer": ("auto", "punkt", "no_punkt"),
     "model.name": ("resnet50", "resnet_small", "bilstm"),
     "method.loss": ("l1", "mse", "huber", "focal_l1", "focal_mse", "bmse"),
     "method.bmse.variant": ("bmc", "gai", "bni"),

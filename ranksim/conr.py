@@ -73,3 +73,25 @@ def conr_loss(features: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor
     mean_pos_sim = (sim * pos).sum(dim=1) / n_pos.clamp(min=1)
     per_anchor = torch.where(valid, log_denom - mean_pos_sim, torch.zeros_like(log_denom))
     return (omega * per_anchor).mean()
+
+
+def gathered_conr_loss(features: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor,
+                       weights: torch.Tensor | None = None, **settings) -> torch.Tensor:
+    """ConR on the views of all DDP processes, with gradients through this process's features.
+
+    ConR contrasts each anchor with every view of the batch, so on each process's share alone it
+    would change with the number of processes; the authors train on the whole batch. Features,
+    (detached) predictions, targets and weights of all processes are concatenated in rank order;
+    the loss does not depend on the order of the views, so every process gets the value of
+    :func:`conr_loss` on the whole batch. DDP averages parameter gradients over the N processes,
+    so the caller multiplies the loss by N before ``backward`` (``ranksim.engine`` does). Without a
+    process group this is :func:`conr_loss`. ``settings`` are :func:`conr_loss`'s keywords.
+    """
+    from ranksim.distributed import gather_with_local_grad
+
+    n = features.shape[0]
+    all_features, _ = gather_with_local_grad(features)
+    all_targets, _ = gather_with_local_grad(_column("targets", targets, n))
+    all_preds, _ = gather_with_local_grad(_column("preds", preds, n).detach())
+    all_weights = None if weights is None else gather_with_local_grad(_column("weights", weights, n))[0]
+    return conr_loss(all_features, all_targets, all_preds, all_weights, **settings)

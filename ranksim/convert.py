@@ -220,6 +220,42 @@ def check_against_config(mapped: dict, cfg, source: Path, vocab_size: int = 0) -
                 "checkpoint is refused: use the authors' STS-B-DIR split files (python -m ranksim.data.prepare sts_b)")
 
 
+def check_embedding_rows(embedding, vocab: list[str], cfg, source: Path) -> str:
+    """Prove that the checkpoint's embedding rows meet our vocabulary's words in the same order.
+
+    The authors' embeddings are frozen GloVe rows, so the row of every word found in GloVe must
+    equal that word's vector in our GloVe cache (``data.glove_dir``). A ``UserError`` names the
+    first words whose rows differ. Without a usable cache the order cannot be checked: a warning
+    says so. Returns what was found, for the run's ``env.json``.
+    """
+    import numpy as np
+
+    from ranksim.data.sts_b.glove import CACHE_FOUND, GLOVE_HINT, read_glove_rows
+
+    glove_dir = cfg.data.glove_dir
+    cache = read_glove_rows(glove_dir, vocab) if glove_dir else None
+    if cache is None:
+        hint = GLOVE_HINT.format(glove=glove_dir or "data/glove", root=cfg.data.root, max_seq_len=cfg.data.max_seq_len,
+                                 max_vocab=cfg.data.max_vocab) + f" --tokenizer {cfg.data.tokenizer}"
+        where = f"data.glove_dir={glove_dir} holds no GloVe cache of this vocabulary with {CACHE_FOUND}" if glove_dir \
+            else "data.glove_dir is empty"
+        logger.warning("the order of the vocabulary was NOT checked against the checkpoint's embedding rows (%s); "
+                       "to check it, prepare GloVe: %s", where, hint)
+        return "not checked: no GloVe cache"
+    glove, found = cache
+    theirs = embedding.detach().cpu().double().numpy()
+    rows = np.flatnonzero(found)
+    # Float32 GloVe parsed two ways (theirs via float64) may differ in the last bit, a wrong word by far more.
+    wrong = rows[~np.isclose(theirs[rows], glove[rows].astype(np.float64), rtol=1e-5, atol=1e-6).all(axis=1)]
+    if len(wrong):
+        raise UserError(
+            f"{source}: {len(wrong)} of {len(rows)} embedding rows of words in GloVe differ from their GloVe vectors "
+            f"(first: {_names(repr(vocab[i]) for i in wrong)}): the checkpoint's vocabulary order is not ours "
+            f"(ours built with data.tokenizer={cfg.data.tokenizer}; the authors' used punkt), so its rows would meet the wrong words")
+    logger.info("vocabulary order checked: the %d embedding rows of words in GloVe equal their GloVe vectors", len(rows))
+    return f"checked: {len(rows)} rows equal GloVe"
+
+
 def check_against_model(mapped: dict, expected: dict, source: Path) -> dict:
     """Compare the mapped state with our model's; return it with FDS buffers in our shape and dtype.
 
@@ -293,11 +329,13 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
         raise UserError(f"{source}: keys that the {name} layout does not map ({_names(unknown)}); "
                         f"the layout expects prefixes {', '.join(LAYOUTS[name].strip + p for p, _ in LAYOUTS[name].prefixes)}"
                         " (ranksim/convert.py LAYOUTS)")
-    vocab_size = 0
+    vocab = []
     if name == "sts_b":
-        from ranksim.data.sts_b.text import load_splits_tokenised, vocab_for_splits
+        from ranksim.data.sts_b.text import load_splits_tokenised, resolve_tokenizer, vocab_for_splits
         d = cfg.data
-        vocab_size = len(vocab_for_splits(load_splits_tokenised(d.root, d.max_seq_len), d.max_vocab))
+        d.tokenizer = resolve_tokenizer(d.tokenizer)  # recorded in the run's config.yaml
+        vocab = vocab_for_splits(load_splits_tokenised(d.root, d.max_seq_len, d.tokenizer), d.max_vocab)
+    vocab_size = len(vocab)
     check_against_config(mapped, cfg, source, vocab_size)
     # Our model's keys, shapes and dtypes, from a model built on the meta device (no memory, no
     # initialisation); the weights themselves are the authors'. evaluate.py then loads them strictly.
@@ -307,6 +345,8 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
     epoch = meta.get("epoch")
     record = {"path": str(source.resolve()), "sha256": sha256(source), "bytes": source.stat().st_size,
               "layout": name, "metadata": meta}
+    if name == "sts_b":
+        record["vocabulary_order"] = check_embedding_rows(weights["embedding.weight"], vocab, cfg, source)
     checkpoint = {"model": weights, "config": to_dict(cfg), "epoch": epoch if isinstance(epoch, int) else None,
                   "step": None, "converted_from": record}
     (out / "checkpoints").mkdir(parents=True)
@@ -336,8 +376,10 @@ layouts (chosen by the config's dataset; written down in ranksim/convert.py LAYO
 
   Every key is mapped by one table row (FDS buffers by name: epoch -> stored_epoch, the others
   unchanged). Missing or extra keys, shape differences, FDS buffers with FDS disabled in the config
-  (or the reverse), and an STS-B embedding whose row count differs from our vocabulary are refused
-  with exit status 2. FDS buffers are kept when the config enables FDS (evaluation does not smooth).
+  (or the reverse), an STS-B embedding whose row count differs from our vocabulary, and one whose
+  rows of words in GloVe differ from their GloVe vectors (the vocabulary order, checked when
+  data.glove_dir holds the prepared GloVe cache; otherwise a warning says it was not checked) are
+  refused with exit status 2. FDS buffers are kept when the config enables FDS (evaluation does not smooth).
 
 safety:
   The file is read with torch.load(weights_only=True, map_location='cpu'). A file holding objects

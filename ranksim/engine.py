@@ -46,7 +46,7 @@ from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gat
 from ranksim.errors import UserError
 from ranksim.identity import (RESULTS_VERSION, STAGE1_FILE, TRAINED, data_fingerprint, read_identity,
                               write_identity)
-from ranksim.conr import conr_loss
+from ranksim.conr import gathered_conr_loss
 from ranksim.losses import build_loss
 from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
@@ -219,15 +219,28 @@ def build_schedulers(cfg: Config, optimizer: torch.optim.Optimizer):
     The milestone scheduler is stepped once per epoch; the plateau one after each validation,
     with the validation value, multiplying the LR by ``plateau_lr_factor`` whenever the value is
     not strictly below every earlier one (the same test as a new best).
+
+    Groups marked ``fixed_lr`` (Balanced MSE's noise scale) keep their learning rate: the
+    authors' schedule decays only the network's.
     """
     s = cfg.schedule
-    milestones = torch.optim.lr_scheduler.MultiStepLR(optimizer, s.milestones, s.lr_gamma)
+    milestones = MilestoneLR(optimizer, s.milestones, s.lr_gamma)
     plateau = None
     if s.plateau_lr_factor != 1.0:
+        # A floor at a fixed group's own lr keeps the plateau decay off it.
+        floors = [g["lr"] if g.get("fixed_lr") else 0.0 for g in optimizer.param_groups]
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min", factor=s.plateau_lr_factor, patience=0, threshold=0.0,
-            threshold_mode="abs", cooldown=0, min_lr=0.0, eps=0.0)
+            threshold_mode="abs", cooldown=0, min_lr=floors, eps=0.0)
     return milestones, plateau
+
+
+class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
+    """``MultiStepLR`` that leaves the parameter groups marked ``fixed_lr`` alone."""
+
+    def get_lr(self):
+        return [group["lr"] if group.get("fixed_lr") else lr
+                for group, lr in zip(self.optimizer.param_groups, super().get_lr())]
 
 
 def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -288,7 +301,8 @@ class Trainer:
         if self.bmse is not None:
             self.bmse.noise_sigma.requires_grad_(m.bmse.sigma_lr > 0)
             if m.bmse.sigma_lr > 0:
-                groups.append({"params": [self.bmse.noise_sigma], "lr": m.bmse.sigma_lr, "weight_decay": 0.0})
+                groups.append({"params": [self.bmse.noise_sigma], "lr": m.bmse.sigma_lr, "weight_decay": 0.0,
+                               "fixed_lr": True})
         # -- ConR (SPEC 9.2): like RankSim, a feature loss that RRT stage 2's frozen encoder cannot use --
         self.use_conr = m.conr.enabled and not m.rrt.enabled
         self.optimizer = build_optimizer(cfg, groups)
@@ -367,6 +381,7 @@ class Trainer:
         self.ranksim_generator.manual_seed(seed)  # the same on every process: gathered RankSim agrees
         self.set_train_mode()
         sums = torch.zeros(len(LOSS_TERMS), dtype=torch.float64)  # LOSS_TERMS, times samples
+        task_scale = get_world_size() if getattr(self.loss_fn, "gathers_batch", False) else 1
         seen = 0
         bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False,
                    disable=not (cfg.logging.progress and self.main))
@@ -381,19 +396,20 @@ class Trainer:
             task_loss = self.loss_fn(pred.float(), targets / self.data.target_scale, weights)
             loss = task_loss
             ranksim_loss = torch.zeros((), device=device)
-            backward_loss = task_loss
+            # A gathered term (BMC, RankSim with gather, ConR) is the global batch's loss with
+            # gradients only through local predictions or features; DDP averages gradients over
+            # processes, so each is scaled back up by the number of processes.
+            backward_loss = task_scale * task_loss
             if self.use_ranksim:
                 ranksim_loss = self.ranksim_loss(features, targets)
                 loss = task_loss + cfg.method.ranksim.gamma * ranksim_loss
-                # Gathered RankSim is the global batch's regularizer with gradients only through
-                # local features; DDP averages gradients over processes, so scale it back up.
                 world = get_world_size() if cfg.method.ranksim.gather else 1
-                backward_loss = task_loss + cfg.method.ranksim.gamma * world * ranksim_loss
+                backward_loss = backward_loss + cfg.method.ranksim.gamma * world * ranksim_loss
             conr_term = torch.zeros((), device=device)
             if self.use_conr:  # SPEC 9.2: its own forward pass of the 2B extra views
                 conr_term = self.conr_loss(views, targets, weights, epoch)
                 loss = loss + cfg.method.conr.weight * conr_term
-                backward_loss = backward_loss + cfg.method.conr.weight * conr_term
+                backward_loss = backward_loss + cfg.method.conr.weight * get_world_size() * conr_term
             values = torch.stack([loss.detach(), task_loss.detach(), ranksim_loss.detach(),
                                   conr_term.detach()]).double().cpu()
             value = float(values[0])
@@ -404,8 +420,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(backward_loss).backward()
             if self.bmse is not None and get_world_size() > 1 and self.bmse.noise_sigma.grad is not None:
-                # sigma lives outside the DDP model, so DDP does not average its gradient
-                all_reduce_sum(self.bmse.noise_sigma.grad).div_(get_world_size())
+                # sigma lives outside the DDP model, so DDP does not average its gradient; under
+                # gathered BMC every process holds task_scale times the whole batch's.
+                all_reduce_sum(self.bmse.noise_sigma.grad).div_(get_world_size() * task_scale)
             if cfg.optim.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
@@ -452,8 +469,10 @@ class Trainer:
             views = views.contiguous(memory_format=torch.channels_last)
         with autocast(self.cfg, self.device):
             view_pred, view_features = self.model(views)
-        return conr_loss(view_features.float(), targets.repeat(2, 1), view_pred.detach().float() * self.data.target_scale,
-                         weights.repeat(2, 1), c.threshold, c.temperature, c.push, faithful=self.cfg.method.faithful)
+        return gathered_conr_loss(view_features.float(), targets.repeat(2, 1),
+                                  view_pred.detach().float() * self.data.target_scale, weights.repeat(2, 1),
+                                  threshold=c.threshold, temperature=c.temperature, push=c.push,
+                                  faithful=self.cfg.method.faithful)
 
     @torch.no_grad()
     def update_fds(self, epoch: int) -> None:

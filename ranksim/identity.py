@@ -76,7 +76,8 @@ _INACTIVE = (
      ("method.focal_activate", "method.focal_beta", "method.focal_gamma")),
     (lambda c: c.get("method.loss") != "huber", ("method.huber_beta",)),
     (lambda c: c.get("data.dataset") != "synthetic", ("data.synthetic.",)),
-    (lambda c: c.get("data.dataset") != "sts_b", ("data.glove_dir", "data.max_seq_len", "data.max_vocab")),
+    (lambda c: c.get("data.dataset") != "sts_b",
+     ("data.glove_dir", "data.max_seq_len", "data.max_vocab", "data.tokenizer")),
     (lambda c: c.get("model.name") != "resnet_small", ("model.width",)),
     (lambda c: c.get("model.name") != "bilstm",
      ("model.hidden_size", "model.num_layers", "model.dropout", "model.freeze_embeddings")),
@@ -132,6 +133,11 @@ def comparable(cfg: dict | Config, run_dir: Path | None = None, _depth: int = 0)
     data = to_dict(cfg) if isinstance(cfg, Config) else cfg
     merged = flatten(_merge(to_dict(Config()), data))
     flat = {k: v for k, v in merged.items() if not is_operational(k) and not _inactive(merged, k)}
+    if flat.get("data.tokenizer") == "auto":
+        # A run stores the tokenizer that "auto" chose (ranksim.data.build): compare with what it
+        # would choose here and now, since another tokenizer gives another vocabulary.
+        from ranksim.data.sts_b.text import punkt_installed
+        flat["data.tokenizer"] = "punkt" if punkt_installed() else "no_punkt"
     if flat.get("method.rrt.enabled") and flat.get("method.rrt.stage1") and _depth < 4:
         flat["method.rrt.stage1"] = _stage1_identity(flat["method.rrt.stage1"], run_dir, _depth)
     return flat

@@ -71,9 +71,56 @@ def check_ranksim(out: Path) -> None:
                out / f"rank{rank}.pt")
 
 
+def bmc_conr_batch(seed: int = 2):
+    """The global batch of the BMC and ConR checks: 24 inputs (8-d), labels 0..9 with ties, weights,
+    a linear model's start, and ConR's two views of each input (features 6-d, predictions)."""
+    g = torch.Generator().manual_seed(seed)
+    batch = {"x": torch.randn(24, 8, generator=g, dtype=torch.float64),
+             "y": torch.randint(0, 10, (24, 1), generator=g).double(),
+             "w": 0.5 + torch.rand(24, 1, generator=g, dtype=torch.float64),
+             "weight": 0.3 * torch.randn(1, 8, generator=g, dtype=torch.float64),
+             "views": torch.randn(2, 24, 6, generator=g, dtype=torch.float64),
+             "view_preds": torch.randint(0, 10, (2, 24, 1), generator=g).double()}
+    return batch
+
+
+def check_bmc_conr(out: Path) -> None:
+    """Gathered BMC and ConR on this process's half of a 24-sample batch, as ranksim.engine runs
+    them: the loss times N through backward under DDP, sigma's gradient all-reduced and divided by
+    N twice. Saves the values, the model's and sigma's gradients and the local features' gradient."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from ranksim.balanced_mse import BalancedMSELoss
+    from ranksim.conr import gathered_conr_loss
+    from ranksim.distributed import get_world_size
+
+    b = bmc_conr_batch()
+    rank, world = get_rank(), get_world_size()
+    local = slice(rank * 12, (rank + 1) * 12)
+    model = torch.nn.Linear(8, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(b["weight"])
+    ddp = DistributedDataParallel(model)
+    bmc = BalancedMSELoss("bmc", 3.0).double()
+    assert bmc.gathers_batch
+    loss = bmc(ddp(b["x"][local]), b["y"][local], b["w"][local])
+    (world * loss).backward()
+    all_reduce_sum(bmc.noise_sigma.grad).div_(world * world)
+    # ConR: this process's views in the engine's layout, view 1 of its samples, then view 2.
+    features = torch.cat([b["views"][0, local], b["views"][1, local]]).clone().requires_grad_(True)
+    conr = gathered_conr_loss(features, b["y"][local].repeat(2, 1),
+                              torch.cat([b["view_preds"][0, local], b["view_preds"][1, local]]),
+                              b["w"][local].repeat(2, 1), threshold=1.0, temperature=0.5, push=0.01, faithful=True)
+    conr.backward()
+    torch.save({"bmc": loss.detach(), "weight_grad": model.weight.grad, "sigma_grad": bmc.noise_sigma.grad,
+                "conr": conr.detach(), "features_grad": features.grad, "slice": (local.start, local.stop)},
+               out / f"rank{rank}.pt")
+
+
 if __name__ == "__main__":
     check, out, extra = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
     dist.init_process_group("gloo")
-    {"fds": check_fds, "ranksim": check_ranksim, "faithful_fds_buffers": check_faithful_fds_buffers}[check](out, *extra)
+    {"fds": check_fds, "ranksim": check_ranksim, "faithful_fds_buffers": check_faithful_fds_buffers,
+     "bmc_conr": check_bmc_conr}[check](out, *extra)
     dist.barrier()
     dist.destroy_process_group()

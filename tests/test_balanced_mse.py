@@ -129,6 +129,34 @@ def test_bni_buckets_are_the_lds_smoothed_histogram():
     assert weights.tolist() == pytest.approx([v / 12 for v in expected.values()])
 
 
+def ref_bni_buckets(labels, max_target=200):
+    """The authors' IMDB-WIKI-DIR histogram: one bucket per integer age below 200, the rest dropped."""
+    counts = {age: 0 for age in range(max_target)}
+    for label in labels:
+        if int(label) < max_target:
+            counts[int(label)] += 1
+    kept = {age: n for age, n in counts.items() if n > 0}
+    total = sum(kept.values())
+    return list(kept), [n / total for n in kept.values()]
+
+
+def test_bni_keeps_one_bucket_per_age_above_120_as_on_imdb_wiki():
+    # IMDB-WIKI-DIR training ages run to 200 (val/test stop at 120).
+    rng = np.random.default_rng(3)
+    labels = np.concatenate([rng.integers(0, 100, 300), [121, 121, 130, 150, 150, 150, 199, 200]]).astype(np.float32)
+    centres, weights = bni_buckets(labels, "age")
+    ref_centres, ref_weights = ref_bni_buckets(labels)
+    assert centres.tolist() == ref_centres and weights.tolist() == pytest.approx(ref_weights, rel=1e-12)
+    assert 150 in centres and 200 not in centres
+    # The loss with those buckets, predictions past 120 included, against the per-sample loop.
+    loss = BalancedMSELoss("bni", 10.0, labels)
+    p = torch.tensor([[30.0], [118.0], [140.0], [160.0]], dtype=torch.float64)
+    y = torch.tensor([[31.0], [121.0], [150.0], [150.0]], dtype=torch.float64)
+    value = loss(p, y)
+    expected = ref_bni(p.flatten().tolist(), y.flatten().tolist(), 100.0, ref_centres, ref_weights, [1.0] * 4)
+    assert value.item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_loss_module_state_is_plain_tensors():
     labels = np.random.default_rng(0).integers(0, 60, 500).astype(np.float32)
     for variant in ("bmc", "gai", "bni"):
@@ -177,3 +205,33 @@ def test_noise_scale_trains_in_its_own_group_and_is_logged(tmp_path, data_root):
         acc.Reload()
         scalars |= set(acc.Tags()["scalars"])
     assert "train/noise_sigma" in scalars
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()` before")
+def test_noise_scale_lr_does_not_decay_with_the_network_lr(data_root):
+    """The milestones and the plateau decay cut the network's learning rate, never sigma's."""
+    from ranksim.config import load_config
+    from ranksim.engine import Trainer
+
+    cfg = load_config(REPO / "configs/quickstart/bmc.yaml",
+                      [*TINY, f"data.root={data_root}", "schedule.milestones=[1,2]", "schedule.plateau_lr_factor=0.5",
+                       "optim.lr=1e-3", "method.bmse.sigma_lr=0.02"])
+    trainer = Trainer(cfg, None, torch.device("cpu"))
+    network, sigma = trainer.optimizer.param_groups
+    assert sigma["params"] == [trainer.bmse.noise_sigma]
+    for epoch in range(3):
+        trainer.scheduler.step()
+        trainer.plateau.step(1.0 + epoch)  # worse every time: a plateau decay each step
+    assert network["lr"] == pytest.approx(1e-3 * 0.1 ** 2 * 0.5 ** 2)  # two milestones, two plateau cuts
+    assert sigma["lr"] == 0.02
+    # The same after a resume: the restored schedulers still leave sigma alone.
+    state = {"optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
+             "plateau": trainer.plateau.state_dict()}
+    again = Trainer(cfg, None, torch.device("cpu"))
+    again.optimizer.load_state_dict(state["optimizer"])
+    again.scheduler.load_state_dict(state["scheduler"])
+    again.plateau.load_state_dict(state["plateau"])
+    again.scheduler.step()
+    again.plateau.step(10.0)
+    assert again.optimizer.param_groups[1]["lr"] == 0.02
+    assert again.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.1 ** 2 * 0.5 ** 3)

@@ -324,3 +324,47 @@ def test_help_explains_the_layouts(capsys):
     for fragment in ("module.", "state_dict", "linear", "FDS.", "sts-b_pred_layer", "weights_only=True",
                      "--trust-checkpoint", "python evaluate.py"):
         assert fragment in text, fragment
+
+
+# ---------------------------------------------------------------------------------------------
+# STS-B: the vocabulary order, proved by the frozen GloVe rows
+
+
+def glove_cache_of(model, cfg, folder: Path) -> list[str]:
+    """A GloVe cache for the config's vocabulary in which every other word is 'in GloVe' with
+    the model's own embedding row (the authors' embeddings are frozen GloVe rows)."""
+    from ranksim.data.sts_b.dataset import load_sts_b
+    from ranksim.data.sts_b.glove import write_embedding_cache
+
+    vocab = load_sts_b(cfg.data.root, tokenizer=cfg.data.tokenizer).vocab
+    matrix = model.state_dict()["embedding.weight"].numpy().copy()
+    found = np.arange(len(vocab)) % 2 == 0
+    found[:2] = False  # padding and <unk> are never GloVe's
+    write_embedding_cache(folder, vocab, matrix, found)
+    return vocab
+
+
+def test_sts_b_vocabulary_order_is_checked_against_glove(sts, capsys):
+    tmp, overrides, cfg, model, source = sts
+    vocab = glove_cache_of(model, cfg, tmp / "glove")
+    run = tmp / "checked"
+    assert convert_main(source, STS_CONFIG, run, *overrides, f"data.glove_dir={tmp / 'glove'}") == 0
+    record = json.loads((run / "env.json").read_text())["converted_from"]
+    assert record["vocabulary_order"] == f"checked: {(len(vocab) - 1) // 2} rows equal GloVe"
+    # Rows in another order (the vocabulary counted another way): refused, naming the words.
+    state = to_authors(model.state_dict(), "sts_b")
+    key = "pair_encoder._text_field_embedder.token_embedder_words.weight"
+    order = torch.arange(len(vocab))
+    order[2:] = 2 + torch.randperm(len(vocab) - 2, generator=torch.Generator().manual_seed(0))
+    state[key] = state[key][order]
+    shuffled = tmp / "shuffled.th"
+    torch.save(state, shuffled)
+    capsys.readouterr()
+    err = refused(capsys, shuffled, STS_CONFIG, tmp / "x", *overrides, f"data.glove_dir={tmp / 'glove'}")
+    first = next(i for i in range(2, len(vocab), 2) if order[i] != i)
+    assert "differ from their GloVe vectors" in err and repr(vocab[first]) in err
+    # Without GloVe the order cannot be checked, and the converter says so.
+    run = tmp / "unchecked"
+    assert convert_main(source, STS_CONFIG, run, *overrides) == 0
+    assert "WARNING the order of the vocabulary was NOT checked" in capsys.readouterr().err
+    assert json.loads((run / "env.json").read_text())["converted_from"]["vocabulary_order"].startswith("not checked")

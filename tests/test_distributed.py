@@ -4,6 +4,7 @@
 * After a faithful (train-mode) FDS pass, BatchNorm buffers are equal on every process.
 * Gathered RankSim equals the single-process regularizer of the concatenated batch, in value
   and in the gradient of each process's own features.
+* Gathered BMC and ConR equal their single-process values and gradients on the whole batch.
 * A 2-process ``train.py`` run writes its files once (rank 0) and its test metrics equal a
   single-process evaluation of the same checkpoint.
 * bf16 autocast on CPU trains to metrics close to fp32.
@@ -25,7 +26,7 @@ from ranksim.regularizer import batchwise_ranking_regularizer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
-from ddp_checks import data  # noqa: E402
+from ddp_checks import bmc_conr_batch, data  # noqa: E402
 from tiny import TINY  # noqa: E402
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -76,6 +77,37 @@ def test_gathered_ranksim_equals_single_process_on_the_concatenated_batch(tmp_pa
         start, stop = got["slice"]
         torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-12, atol=0)
         torch.testing.assert_close(got["grad"], features.grad[start:stop], rtol=1e-9, atol=1e-12)
+
+
+def test_gathered_bmc_and_conr_equal_single_process_on_the_whole_batch(tmp_path):
+    """Under DDP, BMC and ConR see the whole batch as on the authors' one GPU: value, the model's
+    and sigma's gradients (after DDP's averaging) and ConR's feature gradient equal one process's."""
+    from ranksim.balanced_mse import BalancedMSELoss
+    from ranksim.conr import conr_loss
+
+    proc = torchrun("tests/ddp_checks.py", "bmc_conr", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    b = bmc_conr_batch()
+    model = torch.nn.Linear(8, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(b["weight"])
+    bmc = BalancedMSELoss("bmc", 3.0).double()
+    loss = bmc(model(b["x"]), b["y"], b["w"])
+    loss.backward()
+    features = torch.cat([b["views"][0], b["views"][1]]).clone().requires_grad_(True)  # view 1, then view 2
+    conr = conr_loss(features, b["y"].repeat(2, 1), torch.cat([b["view_preds"][0], b["view_preds"][1]]),
+                     b["w"].repeat(2, 1), threshold=1.0, temperature=0.5, push=0.01, faithful=True)
+    conr.backward()
+    assert conr.item() > 0
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        start, stop = got["slice"]
+        torch.testing.assert_close(got["bmc"], loss.detach(), rtol=1e-12, atol=0)
+        torch.testing.assert_close(got["weight_grad"], model.weight.grad, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(got["sigma_grad"], bmc.noise_sigma.grad, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(got["conr"], conr.detach(), rtol=1e-10, atol=0)
+        mine = torch.cat([features.grad[start:stop], features.grad[24 + start:24 + stop]])
+        torch.testing.assert_close(got["features_grad"], mine, rtol=1e-9, atol=1e-14)
 
 
 def test_torchrun_training_writes_once_and_evaluates_like_one_process(tmp_path, data_root):

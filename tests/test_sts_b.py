@@ -24,7 +24,9 @@ import torch
 
 from ranksim.data.sts_b import published
 from ranksim.data.sts_b.dataset import collate_sts_b, load_sts_b
-from ranksim.data.sts_b.glove import GLOVE_ZIP, build_glove_matrix, read_embedding_cache, write_embedding_cache
+from ranksim.data.sts_b import text as sts_text
+from ranksim.data.sts_b.glove import (GLOVE_ZIP, build_glove_matrix, read_embedding_cache, read_glove_rows,
+                                      write_embedding_cache)
 from ranksim.data.sts_b.prepare import prepare_glove_main, prepare_sts_b_main
 from ranksim.data.sts_b.published import DIR_SOURCE, PUBLISHED_ROWS, RANKSIM_SOURCE, download_splits
 from ranksim.data.sts_b.rebuild_split import rebuild_splits
@@ -110,17 +112,16 @@ def test_real_vocabulary_order_and_cap(real_data):
     vocab = real_data.vocab
     assert vocab[:2] == [PAD, UNK]
     assert len(vocab) == len(set(vocab)) <= 30000 + 2
-    # Slow recount: token frequencies over all splits, truncated to 40, must not increase.
+    # Slow recount in the authors' order (SPEC 6): every sentence 1 of a split, then every
+    # sentence 2, train, val, test; truncated to 40; a stable sort by frequency.
     counts = {}
     for name in SPLIT_FILES.values():
         text = read_sts_tsv(REAL_ROOT / name)
-        for s1, s2 in zip(text.sentence1, text.sentence2):
-            for s in (s1, s2):
-                for t in tokenize(s, 40):
+        for column in (text.sentence1, text.sentence2):
+            for s in column:
+                for t in tokenize(s, 40, real_data.tokenizer):
                     counts[t] = counts.get(t, 0) + 1
-    assert set(vocab[2:]) == set(counts)
-    freqs = [counts[w] for w in vocab[2:]]
-    assert freqs == sorted(freqs, reverse=True)
+    assert vocab == [PAD, UNK] + sorted(counts, key=lambda w: -counts[w])
 
     capped = load_sts_b(REAL_ROOT, max_vocab=100)
     assert capped.vocab == vocab[:102]
@@ -202,6 +203,45 @@ def test_vocabulary_cap_ties_and_unknown():
     assert ids.tolist() == [[1, 2, 0], [3, 0, 0]] and lengths.tolist() == [2, 1]
 
 
+def test_vocabulary_counts_in_the_authors_order(tmp_path):
+    """Ties keep the authors' first-seen order: all sentence 1s of train, then its sentence 2s,
+    then val's, then test's; not row by row. Counts: d e f 2, b c a g 1."""
+    write_tsv(tmp_path / "train_new.tsv", [row("b", "a", "1.0", 0), row("c", "d", "2.0", 1)])
+    write_tsv(tmp_path / "dev_new.tsv", [row("d e", "f", "3.0", 2)])
+    write_tsv(tmp_path / "test_new.tsv", [row("f", "e g", "4.0", 3)])
+    # first seen: b c (train s1), a d (train s2), d e (val s1), f (val s2), f (test s1), e g (test s2)
+    assert load_sts_b(tmp_path, tokenizer="no_punkt").vocab == [PAD, UNK, "d", "e", "f", "b", "c", "a", "g"]
+
+
+def fake_punkt(monkeypatch):
+    """punkt 'installed': nltk.word_tokenize splits sentences with a stand-in for the model
+    (its data cannot be downloaded here), after each full stop followed by a space."""
+    import nltk.tokenize
+
+    monkeypatch.setattr(sts_text, "punkt_installed", lambda: True)
+    monkeypatch.setattr(nltk.tokenize, "sent_tokenize",
+                        lambda text, language="english": re.split(r"(?<=\.) ", text))
+
+
+def test_punkt_tokenizer_when_installed_and_the_fallback(tmp_path, monkeypatch, caplog):
+    write_tsv(tmp_path / "train_new.tsv", [row("Hello there. How are you?", "Fine.", "1.0", 0)])
+    write_tsv(tmp_path / "dev_new.tsv", [row("there", "you", "3.0", 1)])
+    write_tsv(tmp_path / "test_new.tsv", [row("Hello", "How", "4.0", 2)])
+    # Without punkt data (as here): the whole field is one sentence; the inner full stop stays on its word.
+    monkeypatch.setattr(sts_text, "punkt_installed", lambda: False)
+    fallback = load_sts_b(tmp_path)
+    assert fallback.tokenizer == "no_punkt" and "there." in fallback.vocab
+    assert "punkt_tab" in caplog.text  # the fallback says how to get the authors' tokenizer
+    with pytest.raises(UserError, match="punkt.*python -m nltk.downloader punkt_tab"):
+        load_sts_b(tmp_path, tokenizer="punkt")
+    # With punkt: nltk.word_tokenize, sentences first, as the authors; the file is tokenised again.
+    fake_punkt(monkeypatch)
+    assert tokenize("Hello there. How are you?", tokenizer="punkt") == ["Hello", "there", ".", "How", "are", "you", "?"]
+    data = load_sts_b(tmp_path)
+    assert data.tokenizer == "punkt" and "there." not in data.vocab and "there" in data.vocab
+    assert load_sts_b(tmp_path, tokenizer="no_punkt").vocab == fallback.vocab
+
+
 def test_tokenizer_needs_no_nltk_data_and_truncates():
     tokens = tokenize("A man's \"quoted\" words, (forty) of them!", max_seq_len=40)
     assert tokens == ["A", "man", "'s", "``", "quoted", "''", "words", ",", "(", "forty", ")", "of", "them", "!"]
@@ -219,7 +259,7 @@ def glove_lines(vectors: dict[str, np.ndarray]) -> str:
 def tiny_glove(dim: int = 300):
     rng = np.random.default_rng(123)
     known = {w: rng.uniform(-1, 1, dim).astype(np.float32) for w in ["the", "cat", ".", "A"]}
-    # A few 840B words contain spaces, and some appear twice: the first occurrence wins.
+    # A few 840B words contain spaces, and some appear twice: the last line wins, as in the authors' code.
     text = glove_lines(known) + "big cat " + " ".join(["9"] * dim) + "\n" + "cat " + " ".join(["7"] * dim) + "\n"
     return known, text
 
@@ -230,9 +270,10 @@ def test_glove_matrix_known_unknown_and_padding(tmp_path):
     path.write_text(text, encoding="utf-8")
     vocab = [PAD, UNK, "the", "dog", "cat", "A", "big"]
     matrix, found = build_glove_matrix(path, vocab, seed=5, progress=False)
-    assert matrix.shape == (7, 300) and matrix.dtype == np.float32 and found == 3
+    assert matrix.shape == (7, 300) and matrix.dtype == np.float32
+    assert found.tolist() == [False, False, True, False, True, True, False]
     np.testing.assert_allclose(matrix[2], known["the"], atol=1e-6)
-    np.testing.assert_allclose(matrix[4], known["cat"], atol=1e-6)  # not the later "cat 7 7 ..."
+    np.testing.assert_array_equal(matrix[4], np.full(300, 7, dtype=np.float32))  # the later "cat 7 7 ..."
     np.testing.assert_allclose(matrix[5], known["A"], atol=1e-6)
     # Unknown words (and <unk>) keep the seeded N(0, 1) draw; "big" is not "big cat".
     draw = np.random.default_rng(5).standard_normal((7, 300), dtype=np.float32)
@@ -257,6 +298,12 @@ def test_embedding_cache_records_its_vocabulary(tmp_path):
     matrix = np.arange(12, dtype=np.float32).reshape(4, 3)
     write_embedding_cache(tmp_path, vocab, matrix)
     np.testing.assert_array_equal(read_embedding_cache(tmp_path, vocab, "HINT"), matrix)
+    assert read_glove_rows(tmp_path, vocab) is None  # which rows are GloVe's was not recorded
+    found = np.array([False, False, True, False])
+    write_embedding_cache(tmp_path, vocab, matrix, found)
+    rows = read_glove_rows(tmp_path, vocab)
+    np.testing.assert_array_equal(rows[0], matrix) and np.testing.assert_array_equal(rows[1], found)
+    assert read_glove_rows(tmp_path, [PAD, UNK, "y", "x"]) is None
     with pytest.raises(UserError, match="different vocabulary.*index 3.*HINT"):
         read_embedding_cache(tmp_path, [PAD, UNK, "x", "z"], "HINT")
     with pytest.raises(UserError, match="no cached GloVe matrix.*HINT"):
@@ -434,7 +481,7 @@ def test_glove_command_over_local_http_then_load(tmp_path, http_dir, real_data, 
     assert data.vocab == real_data.vocab
     emb = data.embeddings
     assert emb.shape == (len(data.vocab), 300) and emb.dtype == np.float32 and not emb[0].any()
-    for word, vector in known.items():
+    for word, vector in {**known, "cat": np.full(300, 7.0)}.items():  # "cat": its last line
         np.testing.assert_allclose(emb[data.vocab.index(word)], vector, atol=1e-6)
     # Another max_vocab is another vocabulary: the cache says so instead of misaligning rows.
     with pytest.raises(UserError, match="different vocabulary.*--max-vocab 50"):

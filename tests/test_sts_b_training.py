@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import needs_real_split, real_split_dir
 
@@ -30,3 +31,7 @@ def test_sts_b_training_with_fds_and_ranksim(tmp_path):
     assert results["all"]["mse"] < 6.25  # better than predicting a constant 0 or 5 for every pair
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert record["train"]["ranksim_loss"] > 0
+    # The run records the tokenizer that built its vocabulary, resolved from data.tokenizer: auto.
+    from ranksim.data.sts_b.text import punkt_installed
+    stored = yaml.safe_load((out / "config.yaml").read_text())["data"]["tokenizer"]
+    assert stored == ("punkt" if punkt_installed() else "no_punkt")

@@ -118,7 +118,11 @@ def build_sts_b_data(cfg: Config) -> DataBundle:
     from ranksim.data.sts_b.dataset import collate_sts_b, load_sts_b
 
     d = cfg.data
-    data = load_sts_b(d.root, glove_dir=d.glove_dir or None, max_seq_len=d.max_seq_len, max_vocab=d.max_vocab)
+    data = load_sts_b(d.root, glove_dir=d.glove_dir or None, max_seq_len=d.max_seq_len, max_vocab=d.max_vocab,
+                      tokenizer=d.tokenizer)
+    # The run's config.yaml and checkpoints record the tokenizer that built the vocabulary, so
+    # that evaluating the run elsewhere uses the same one (or refuses).
+    d.tokenizer = data.tokenizer
     train_labels = data.labels("train")
     weights = training_weights(cfg, train_labels, "sts_b")
     train = data.dataset("train", weights=weights)

@@ -23,7 +23,8 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from ranksim.data.sts_b.glove import GLOVE_HINT, read_embedding_cache
-from ranksim.data.sts_b.text import PAD_INDEX, encode, load_splits_tokenised, vocab_for_splits
+from ranksim.data.sts_b.text import (PAD_INDEX, PUNKT_HINT, encode, load_splits_tokenised, resolve_tokenizer,
+                                     vocab_for_splits)
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +76,14 @@ def collate_sts_b(batch):
 
 
 class StsBData:
-    """The three encoded splits, the vocabulary and (optionally) the GloVe matrix; see :func:`load_sts_b`."""
+    """The three encoded splits, the vocabulary, the tokenizer that built it (``punkt`` or
+    ``no_punkt``) and (optionally) the GloVe matrix; see :func:`load_sts_b`."""
 
     def __init__(self, root: Path, vocab: list[str], splits: dict[str, _EncodedSplit],
-                 embeddings: np.ndarray | None, max_seq_len: int):
+                 embeddings: np.ndarray | None, max_seq_len: int, tokenizer: str = "no_punkt"):
         self.root = root
         self.vocab = vocab
+        self.tokenizer = tokenizer
         self.embeddings = embeddings
         self.max_seq_len = max_seq_len
         self._splits = splits
@@ -100,7 +103,7 @@ class StsBData:
 
 
 def load_sts_b(root: str | os.PathLike, glove_dir: str | os.PathLike | None = None, max_seq_len: int = 40,
-               max_vocab: int = 30000) -> StsBData:
+               max_vocab: int = 30000, tokenizer: str = "auto") -> StsBData:
     """Read, tokenise and index the three splits; load the cached GloVe matrix when ``glove_dir`` is given.
 
     Without ``glove_dir``, ``embeddings`` is ``None`` (the model then learns its own). A missing
@@ -109,7 +112,8 @@ def load_sts_b(root: str | os.PathLike, glove_dir: str | os.PathLike | None = No
     if max_seq_len < 1:
         raise ValueError(f"max_seq_len must be positive, got {max_seq_len}")
     root = Path(root)
-    tokenised = load_splits_tokenised(root, max_seq_len)
+    tokenizer = resolve_tokenizer(tokenizer)
+    tokenised = load_splits_tokenised(root, max_seq_len, tokenizer)
     vocab = vocab_for_splits(tokenised, max_vocab)
     index = {word: i for i, word in enumerate(vocab)}
     splits = {}
@@ -119,9 +123,12 @@ def load_sts_b(root: str | os.PathLike, glove_dir: str | os.PathLike | None = No
         splits[split] = _EncodedSplit(ids1, len1, ids2, len2, tok.text.scores.copy())
     embeddings = None
     if glove_dir is not None:
-        hint = GLOVE_HINT.format(glove=glove_dir, root=root, max_seq_len=max_seq_len, max_vocab=max_vocab)
+        hint = GLOVE_HINT.format(glove=glove_dir, root=root, max_seq_len=max_seq_len,
+                                 max_vocab=max_vocab) + f" --tokenizer {tokenizer}"
         embeddings = read_embedding_cache(glove_dir, vocab, hint)
-    logger.info("STS-B-DIR %s: %s pairs, vocabulary %d, embeddings %s", root,
+    logger.info("STS-B-DIR %s: %s pairs, vocabulary %d (tokenizer %s), embeddings %s", root,
                 " / ".join(f"{len(s.labels)} {name}" for name, s in splits.items()), len(vocab),
+                tokenizer if tokenizer == "punkt" else f"{tokenizer}: no sentence split, so a row of two sentences "
+                f"gets other tokens than the authors'; for theirs run {PUNKT_HINT}",
                 "GloVe (cached)" if embeddings is not None else "learned from scratch")
-    return StsBData(root, vocab, splits, embeddings, max_seq_len)
+    return StsBData(root, vocab, splits, embeddings, max_seq_len, tokenizer)

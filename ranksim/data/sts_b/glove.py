@@ -1,12 +1,14 @@
 """GloVe for STS-B: downloading the vectors, parsing them, and the embedding cache.
 
-Embeddings: GloVe 840B 300-d. A vocabulary word found in GloVe gets its vector (first occurrence
-if GloVe lists a word twice). ``'<unk>'`` and words missing from GloVe get N(0, 1) vectors from
+Embeddings: GloVe 840B 300-d. A vocabulary word found in GloVe gets its vector (the last line
+if GloVe lists a word twice: the authors overwrite the row at each line, SPEC 6). ``'<unk>'`` and words missing from GloVe get N(0, 1) vectors from
 ``numpy.random.default_rng(seed)``. The padding row is 0. ``python -m ranksim.data.prepare glove``
 reads the 2 GB zip once and caches the ``(V, 300)`` float32 matrix as ``<glove_dir>/sts_b_glove.npy``
-beside ``sts_b_glove.vocab.txt``, the vocabulary it was built for (one token per line). Loading
-checks that vocabulary against the current one, so a changed split, ``max_seq_len`` or
-``max_vocab`` cannot silently pair rows with the wrong words.
+beside ``sts_b_glove.vocab.txt``, the vocabulary it was built for (one token per line), and
+``sts_b_glove.found.npy``, which rows hold a GloVe vector (the converter checks an authors'
+checkpoint against those rows). Loading checks that vocabulary against the current one, so a
+changed split, tokenizer, ``max_seq_len`` or ``max_vocab`` cannot silently pair rows with the
+wrong words.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ GLOVE_DIM = 300
 GLOVE_LINES = 2_196_017  # only for the progress bar's total
 CACHE_MATRIX = "sts_b_glove.npy"
 CACHE_VOCAB = "sts_b_glove.vocab.txt"
+CACHE_FOUND = "sts_b_glove.found.npy"
 
 GLOVE_HINT = ("python -m ranksim.data.prepare glove --root {glove} --sts-b-root {root} "
               "--max-seq-len {max_seq_len} --max-vocab {max_vocab}")
@@ -69,12 +72,13 @@ def _open_glove_text(path: Path):
 
 
 def build_glove_matrix(glove_path: str | os.PathLike, vocab: list[str], dim: int = GLOVE_DIM,
-                       seed: int = 0, progress: bool = True) -> tuple[np.ndarray, int]:
+                       seed: int = 0, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Embedding matrix ``(len(vocab), dim)`` float32 for ``vocab`` from a GloVe text file or zip.
 
     Rows of words found in GloVe hold their vectors; the others (including ``'<unk>'``) hold
     ``numpy.random.default_rng(seed).standard_normal((len(vocab), dim), dtype=float32)``; row 0
-    (padding) is 0. Returns the matrix and how many vocabulary words were found.
+    (padding) is 0. A word on several lines gets the last one's vector. Returns the matrix and
+    which rows hold a GloVe vector, ``(len(vocab),)`` bool (padding excluded).
 
     A GloVe line is ``word v1 ... v_dim`` separated by single spaces; in 840B a few words contain
     spaces themselves, so the word is everything before the last ``dim`` fields.
@@ -98,7 +102,7 @@ def build_glove_matrix(glove_path: str | os.PathLike, vocab: list[str], dim: int
                                 f"{dim}-d GloVe file?")
             word = line[:line.index(" ")] if spaces == dim else line.rsplit(" ", dim)[0]
             i = index.get(word)
-            if i is None or found[i]:
+            if i is None:
                 continue
             try:
                 matrix[i] = np.array(line[len(word) + 1:].split(" "), dtype=np.float32)
@@ -108,11 +112,13 @@ def build_glove_matrix(glove_path: str | os.PathLike, vocab: list[str], dim: int
             found[i] = True
     matrix[PAD_INDEX] = 0.0
     found[PAD_INDEX] = False
-    return matrix, int(found.sum())
+    return matrix, found
 
 
-def write_embedding_cache(glove_dir: str | os.PathLike, vocab: list[str], matrix: np.ndarray) -> Path:
-    """Write the matrix and the vocabulary it belongs to; each file atomically. Returns the matrix path."""
+def write_embedding_cache(glove_dir: str | os.PathLike, vocab: list[str], matrix: np.ndarray,
+                          found: np.ndarray | None = None) -> Path:
+    """Write the matrix, the vocabulary it belongs to and (when given) which rows are GloVe's;
+    each file atomically. Returns the matrix path."""
     glove_dir = Path(glove_dir)
     if matrix.shape[0] != len(vocab):
         raise ValueError(f"matrix has {matrix.shape[0]} rows for a vocabulary of {len(vocab)}")
@@ -122,6 +128,10 @@ def write_embedding_cache(glove_dir: str | os.PathLike, vocab: list[str], matrix
     # The vocabulary goes first: a crash between the two writes leaves an old matrix beside a new
     # vocabulary, which the shape or vocabulary check at load time reports, never a silent mismatch.
     atomic_write(glove_dir / CACHE_VOCAB, lambda fh: fh.write(("\n".join(vocab) + "\n").encode("utf-8")))
+    if found is not None:
+        atomic_write(glove_dir / CACHE_FOUND, lambda fh: np.save(fh, np.asarray(found, dtype=bool), allow_pickle=False))
+    else:
+        (glove_dir / CACHE_FOUND).unlink(missing_ok=True)
     atomic_write(glove_dir / CACHE_MATRIX, lambda fh: np.save(fh, matrix.astype(np.float32), allow_pickle=False))
     return glove_dir / CACHE_MATRIX
 
@@ -146,3 +156,21 @@ def read_embedding_cache(glove_dir: str | os.PathLike, vocab: list[str], rebuild
         raise UserError(f"{matrix_path} holds a {matrix.dtype} array of shape {matrix.shape}, expected "
                         f"({len(vocab)}, {GLOVE_DIM}) float32. Rebuild it: {rebuild_hint}")
     return matrix
+
+
+def read_glove_rows(glove_dir: str | os.PathLike, vocab: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(matrix, found)`` of the cache in ``glove_dir`` when it was built for ``vocab`` and records
+    which rows hold GloVe vectors; ``None`` otherwise (no cache, another vocabulary, or a cache
+    written before the rows were recorded)."""
+    glove_dir = Path(glove_dir)
+    found_path = glove_dir / CACHE_FOUND
+    if not found_path.is_file():
+        return None
+    try:
+        matrix = read_embedding_cache(glove_dir, vocab, "")
+    except UserError:
+        return None
+    found = np.load(found_path, allow_pickle=False)
+    if found.dtype != bool or found.shape != (len(vocab),):
+        return None
+    return matrix, found

@@ -18,7 +18,7 @@ from ranksim.data.sts_b.glove import (CACHE_VOCAB, GLOVE_URL, build_glove_matrix
 from ranksim.data.sts_b.published import PUBLISHED_ROWS, SOURCES, download_splits
 from ranksim.data.sts_b.rebuild_split import GLUE_STS_B_URL, rebuild_splits
 from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv, split_paths
-from ranksim.data.sts_b.text import load_splits_tokenised, vocab_for_splits
+from ranksim.data.sts_b.text import TOKENIZERS, load_splits_tokenised, resolve_tokenizer, vocab_for_splits
 from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -91,18 +91,24 @@ def prepare_glove_main(argv: list[str]) -> int:
                         help="vocabulary size; must match the training config (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the N(0, 1) vectors of words missing from GloVe (default: %(default)s)")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default="auto",
+                        help="must match the training config's data.tokenizer (default: %(default)s: punkt "
+                             "when NLTK's punkt data is installed)")
     args = parser.parse_args(argv)
     root = Path(args.root)
 
     # The vocabulary first: a missing split should fail before a 2 GB download, not after.
-    vocab = vocab_for_splits(load_splits_tokenised(args.sts_b_root, args.max_seq_len), args.max_vocab)
+    tokenizer = resolve_tokenizer(args.tokenizer)
+    vocab = vocab_for_splits(load_splits_tokenised(args.sts_b_root, args.max_seq_len, tokenizer), args.max_vocab)
     source = glove_source(root, args.url)
     logger.info("reading %s for %d vocabulary words (a few minutes for the full GloVe)", source, len(vocab))
-    matrix, found = build_glove_matrix(source, vocab, seed=args.seed)
-    path = write_embedding_cache(root, vocab, matrix)
+    matrix, in_glove = build_glove_matrix(source, vocab, seed=args.seed)
+    path = write_embedding_cache(root, vocab, matrix, in_glove)
+    found = int(in_glove.sum())
     words = len(vocab) - 1
     print(f"vocabulary   {words:>7,} words + padding\n"
           f"in GloVe     {found:>7,} ({100.0 * found / max(words, 1):.1f}%)\n"
           f"random       {words - found:>7,} (N(0, 1), seed {args.seed})\n"
+          f"tokenizer    {tokenizer}\n"
           f"cache        {path} and {path.with_name(CACHE_VOCAB).name}")
     return 0
