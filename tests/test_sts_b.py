@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import re
 import http.server
 import shutil
@@ -229,6 +230,10 @@ def test_punkt_tokenizer_when_installed_and_the_fallback(tmp_path, monkeypatch, 
     write_tsv(tmp_path / "test_new.tsv", [row("Hello", "How", "4.0", 2)])
     # Without punkt data (as here): the whole field is one sentence; the inner full stop stays on its word.
     monkeypatch.setattr(sts_text, "punkt_installed", lambda: False)
+    # The notice is an INFO line of the "ranksim" logger, which train.py's setup_logging (run by
+    # earlier tests in this process) stops from propagating to caplog's root handler.
+    monkeypatch.setattr(logging.getLogger("ranksim"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="ranksim")
     fallback = load_sts_b(tmp_path)
     assert fallback.tokenizer == "no_punkt" and "there." in fallback.vocab
     assert "punkt_tab" in caplog.text  # the fallback says how to get the authors' tokenizer
