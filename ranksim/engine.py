@@ -337,7 +337,20 @@ class Trainer:
 
     def save(self, obj: dict, name: str) -> None:
         if self.main:
-            save_atomic(obj, self.run_dir / "checkpoints" / name)
+            resumable = (self.run_dir / "checkpoints" / "last.pt").is_file()
+            save_atomic(obj, self.run_dir / "checkpoints" / name,
+                        then=f"make room, then resume with 'python train.py --resume {self.run_dir}'" if resumable
+                        else "make room and run the same command again")
+
+    def checkpoints_kept(self, epoch: int) -> str:
+        """What the run folder holds to go back to while ``epoch`` is being trained."""
+        folder = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        if folder is not None and (folder / "last.pt").is_file():
+            return f"checkpoints/last.pt keeps the run as it was after epoch {epoch - 1}, the last good one"
+        if folder is not None and (folder / "best.pt").is_file():
+            return ("no checkpoints/last.pt was written yet (the first epoch did not end); "
+                    "checkpoints/best.pt keeps the best validation so far")
+        return "no checkpoint was written: the first epoch did not end"
 
     # -- one epoch --------------------------------------------------------------------------------
 
@@ -397,8 +410,8 @@ class Trainer:
             value = float(values[0])
             if not math.isfinite(value) or abs(value) > cfg.logging.max_loss:
                 raise TrainingDiverged(
-                    f"the loss is {value:.4g} at epoch {epoch}, step {step}; training stopped. "
-                    f"checkpoints/last.pt keeps the last good epoch. Lower optim.lr or set optim.grad_clip")
+                    f"the loss is {value:.4g} at epoch {epoch}, step {step}; training stopped; "
+                    f"{self.checkpoints_kept(epoch)}. Lower optim.lr or set optim.grad_clip")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(backward_loss).backward()
             if self.bmse is not None and get_world_size() > 1 and self.bmse.noise_sigma.grad is not None:
