@@ -550,8 +550,8 @@ class Trainer:
                 for name, v in (values or {}).items():
                     if v is not None and name != "count":
                         self.writer.add_scalar(f"val_{region}/{name}", v, st.global_step)
-            for name, v in train_metrics.items():
-                self.writer.add_scalar(f"train_epoch/{name}", v, epoch)
+            for name, v in train_metrics.items():  # on the global step, as train/* and val_*/*, so that they overlay
+                self.writer.add_scalar(f"train_epoch/{name}", v, st.global_step)
             for name, v in (diagnostics or {}).items():
                 if v is not None:
                     self.writer.add_scalar(f"val_features/{name}", v, st.global_step)
@@ -664,6 +664,14 @@ def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.
             writer.close()
 
 
+# The hparams every run logs, and the config key each one shows: a swept key of logging.hparams
+# replaces the short name, so that the HParams tab does not list one value twice.
+HPARAM_KEYS = {"reweight": "method.reweight", "lds": "method.lds.enabled", "fds": "method.fds.enabled",
+               "ranksim": "method.ranksim.enabled", "rrt": "method.rrt.enabled", "loss": "method.loss",
+               "lr": "optim.lr", "batch_size": "optim.batch_size", "ranksim_gamma": "method.ranksim.gamma",
+               "conr_weight": "method.conr.weight", "bmse_variant": "method.bmse.variant"}
+
+
 def _log_hparams(writer, cfg: Config, results: dict) -> None:
     m = cfg.method
     hparams = {"reweight": m.reweight, "lds": m.lds.enabled, "fds": m.fds.enabled, "ranksim": m.ranksim.enabled,
@@ -671,6 +679,7 @@ def _log_hparams(writer, cfg: Config, results: dict) -> None:
                "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0,
                "conr_weight": m.conr.weight if m.conr.enabled else 0.0,
                "bmse_variant": m.bmse.variant if m.loss == "bmse" else "none"}
+    hparams = {name: value for name, value in hparams.items() if HPARAM_KEYS[name] not in cfg.logging.hparams}
     for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
         value = get_key(cfg, key)
         hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)

@@ -353,14 +353,32 @@ def test_iteration_validation_patience_and_plateau_decay(tmp_path, data_root):
 def test_tensorboard_holds_loss_terms_metrics_and_figures(tmp_path, data_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rc, out = train(tmp_path, data_root, "ranksim", "logging.log_every_iters=1")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    rc, out = train(tmp_path, data_root, "ranksim", "logging.log_every_iters=1",
+                    "logging.hparams=[method.ranksim.gamma,optim.batch_size,seed]")
     assert rc == 0
     tags = {"scalars": set(), "images": set()}
+    steps, hparams = {}, set()
     for path in out.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
         acc.Reload()
         for kind in tags:
             tags[kind] |= set(acc.Tags()[kind])
+        for tag in acc.Tags()["scalars"]:
+            steps[tag] = [event.step for event in acc.Scalars(tag)]
+        try:
+            contents = acc.PluginTagToContent("hparams").values()
+        except KeyError:  # the hparams are in a file of their own
+            contents = []
+        for content in contents:
+            hparams |= set(plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams)
+    # One x-axis: the per-epoch training means sit on the global steps of the validations.
+    assert steps["train_epoch/loss"] == steps["val_all/mae"], steps
+    assert len(steps["train_epoch/loss"]) == 2 and steps["train_epoch/loss"][-1] == max(steps["train/loss"]), steps
+    # The swept keys replace the short names of the same values; the others keep theirs.
+    assert {"method.ranksim.gamma", "optim.batch_size", "seed", "lr", "ranksim"} <= hparams
+    assert not {"ranksim_gamma", "batch_size"} & hparams, hparams
     assert {"train/loss", "train/task_loss", "train/ranksim_loss", "train/lr",
             "val_all/mae", "val_few/mae", "val_features/ranksim_reg", "val_features/rank_corr",
             "val_features/cos_mean", "val_features/cos_p05"} <= tags["scalars"]
