@@ -165,7 +165,7 @@ class _WriteErrorRecorder:
         self.fh.flush()
 
 
-def save_atomic(obj: Any, path: Path, then: str = "free some space and run the command again") -> None:
+def save_atomic(obj: Any, path: Path, then: str = "make room and run the command again") -> None:
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint.
 
     A failed or interrupted write removes the temporary file, so ``path`` keeps its previous
