@@ -64,9 +64,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return evaluate_target(args)
+    except KeyboardInterrupt:
+        # One line, as train.py gives: each output file is written whole or not at all.
+        logging.getLogger("ranksim").error("interrupted; run the same command again to evaluate %s", args.target)
+        return 130
+
+
+def evaluate_target(args: argparse.Namespace) -> int:
     from ranksim.analysis import (FeatureDiagnostics, diagnostics_line, legend_labels, load_compare_run, load_run,
                                   per_label_table, save_features, write_per_label_csv, write_plots)
     from ranksim.convert import is_converted_run
+    from ranksim.data.files import atomic_write
     from ranksim.engine import region_metrics, selection_metric
     from ranksim.errors import UserError
     from ranksim.report import region_table
@@ -88,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", err)
         return UserError.exit_code
     output = args.output or run.run_dir / f"eval_{args.split}.json"
-    output.write_text(json.dumps({"name": run.cfg.name, "split": args.split, "checkpoint": str(args.target),
-                                  "epoch": run.checkpoint.get("epoch"), "metrics": metrics,
-                                  "diagnostics": diagnostics}, indent=2))
+    atomic_write(output, lambda fh: fh.write(json.dumps(
+        {"name": run.cfg.name, "split": args.split, "checkpoint": str(args.target), "epoch": run.checkpoint.get("epoch"),
+         "metrics": metrics, "diagnostics": diagnostics}, indent=2).encode()))
     print(f"{run.cfg.name}: {args.split} split, checkpoint epoch {run.checkpoint.get('epoch')}")
     print(region_table(metrics))
     print(f"features: {diagnostics_line(diagnostics)}")
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"name": run.cfg.name, "split": "test", "best_epoch": run.checkpoint.get("epoch"),
                    "select_by": selection_metric(run.cfg), "metrics": metrics,
                    "converted_from": run.checkpoint.get("converted_from")}
-        (run.run_dir / "results.json").write_text(json.dumps(results, indent=2))
+        atomic_write(run.run_dir / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
         log.info("written %s", run.run_dir / "results.json")
     if args.save_features:
         path = save_features(features_path, outputs, args.split, run.checkpoint_id, args.features_dtype)

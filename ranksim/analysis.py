@@ -17,9 +17,9 @@ towards 1; plotting its mean per label shows where in the label range it holds.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from scipy.stats import rankdata
 from torch import nn
 
 from ranksim.binning import STS_B_NUM_BINS, STS_B_RANGE, check_binning, label_bins
+from ranksim.data.files import atomic_write
 from ranksim.errors import UserError
 from ranksim.metrics import per_label_errors, shot_regions, shot_regions_sts_b
 
@@ -91,13 +92,12 @@ PER_LABEL_COLUMNS = ("label_bin", "label", "count", "mae", "mse", "region")
 def write_per_label_csv(rows: list[dict], path: Path) -> Path:
     """Write :func:`per_label_table` rows as CSV with the columns :data:`PER_LABEL_COLUMNS`."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PER_LABEL_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "mae": f"{row['mae']:.6g}", "mse": f"{row['mse']:.6g}"})
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=PER_LABEL_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "mae": f"{row['mae']:.6g}", "mse": f"{row['mse']:.6g}"})
+    atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
     return path
 
 
@@ -348,13 +348,11 @@ def save_features(path: Path, outputs: SplitOutputs, split: str, checkpoint_id: 
     if dtype not in FEATURES_DTYPES:
         raise ValueError(f"dtype must be one of {FEATURES_DTYPES}, got {dtype!r}")
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, features=outputs.features.astype(dtype), labels=outputs.labels, preds=outputs.preds,
-                 split=np.array(split), checkpoint=np.array(str(checkpoint_id.get("checkpoint"))),
-                 epoch=np.array(-1 if checkpoint_id.get("epoch") is None else checkpoint_id["epoch"]),
-                 step=np.array(-1 if checkpoint_id.get("step") is None else checkpoint_id["step"]))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: np.savez(
+        f, features=outputs.features.astype(dtype), labels=outputs.labels, preds=outputs.preds,
+        split=np.array(split), checkpoint=np.array(str(checkpoint_id.get("checkpoint"))),
+        epoch=np.array(-1 if checkpoint_id.get("epoch") is None else checkpoint_id["epoch"]),
+        step=np.array(-1 if checkpoint_id.get("step") is None else checkpoint_id["step"])))
     return path
 
 
@@ -535,7 +533,7 @@ def write_plots(plot_dir: Path, curves: dict[str, SplitOutputs], train_labels: n
     figures["rank_correlation.png"] = rank_correlation_figure(correlations, train_labels, binning, split)
     written = []
     for name, fig in figures.items():
-        fig.savefig(plot_dir / name, dpi=120)
+        atomic_write(plot_dir / name, lambda fh, fig=fig: fig.savefig(fh, dpi=120, format="png"))
         plt.close(fig)
         written.append(plot_dir / name)
     return written

@@ -274,11 +274,52 @@ def _apply(obj: Any, mapping: dict, source: str, prefix: str = "") -> None:
             setattr(obj, name, _coerce(value, typ, key, source))
 
 
-def _read_yaml(path: Path) -> dict:
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int, first_line: int):
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping: PyYAML keeps the last
+    one silently, so a second ``method:`` block would drop the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict = {}
+            for key_node, _ in node.value:
+                # Only plain keys; '<<: *anchor' merges may be overridden by design.
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    raise _DuplicateKey(key, line, first_lines[key])
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
+def _read_yaml(path: Path, included_by: Path | None = None) -> dict:
     if not path.is_file():
+        if included_by is not None:
+            raise UserError(f"{included_by}: its {BASE_KEY} file {path} does not exist; fix the {BASE_KEY} line "
+                            "(it is relative to the including file's folder)")
         raise UserError(f"config file not found: {path}; configs live under configs/ (e.g. configs/quickstart/vanilla.yaml)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file (not UTF-8); a config is a YAML file such as "
+                        "configs/quickstart/vanilla.yaml") from None
+    except OSError as err:
+        raise UserError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader) or {}
+    except _DuplicateKey as dup:
+        raise UserError(f"{path}, line {dup.line}: key '{dup.key}' appears twice in one mapping (first at line "
+                        f"{dup.first_line}); keep one, since YAML would silently use the last") from None
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -286,14 +327,14 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _layers(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+def _layers(path: Path, seen: tuple[Path, ...] = (), included_by: Path | None = None) -> list[tuple[Path, dict]]:
     """The chain of (file, mapping) from the root base to ``path``."""
     path = path.resolve()
     if path in seen:
         raise UserError(f"{path}: circular {BASE_KEY} chain: {' -> '.join(str(p) for p in seen + (path,))}")
-    data = _read_yaml(path)
+    data = _read_yaml(path, included_by)
     base = data.pop(BASE_KEY, None)
-    chain = _layers((path.parent / base), seen + (path,)) if base else []
+    chain = _layers((path.parent / base), seen + (path,), path) if base else []
     return chain + [(path, data)]
 
 
@@ -407,9 +448,42 @@ def validate(cfg: Config) -> None:
         if get_key(cfg, key) <= 0:
             raise UserError(f"'{key}' must be positive, got {get_key(cfg, key)}")
     _validate_bmse_conr(cfg)
+    _validate_lds_fds(cfg)
     if (cfg.model.name == "bilstm") != (cfg.data.dataset == "sts_b"):
         raise UserError(f"model.name={cfg.model.name} does not fit data.dataset={cfg.data.dataset}: "
                         "use bilstm for sts_b and a resnet for the image datasets")
+
+
+def _validate_lds_fds(cfg: Config) -> None:
+    """LDS and FDS settings that ranksim.lds and ranksim.fds would refuse only once the data and
+    model are built (SPEC 3, 4); checked here so that a bad value is one line within a second.
+    Settings of a method that is off are not checked: they change nothing."""
+    lds, f = cfg.method.lds, cfg.method.fds
+    for key, kernel in (("method.lds", lds), ("method.fds", f)):
+        if kernel.enabled and not kernel.sigma > 0:
+            raise UserError(f"'{key}.sigma' must be positive, got {kernel.sigma} (the paper uses 2)")
+    if not f.enabled:
+        return
+    paper = "AgeDB-DIR 100 and 3, IMDB-WIKI-DIR 100 and 0, STS-B-DIR 50 and 0"
+    if f.bucket_num < 1 or not 0 <= f.bucket_start < f.bucket_num:
+        raise UserError(f"'method.fds.bucket_num' {f.bucket_num} and 'method.fds.bucket_start' {f.bucket_start} "
+                        f"leave no bucket: need 0 <= bucket_start < bucket_num ({paper})")
+    buckets, half = f.bucket_num - f.bucket_start, (f.ks - 1) // 2
+    # The smoothing pads the bucket axis by reflection, which needs more buckets than the padding.
+    if half >= buckets:
+        raise UserError(f"'method.fds.ks' {f.ks} is too large for the {buckets} FDS buckets "
+                        f"(bucket_num {f.bucket_num} - bucket_start {f.bucket_start}): use ks <= {2 * buckets - 1}")
+    if cfg.data.dataset == "sts_b" and buckets < 2:
+        raise UserError(f"FDS on sts_b fills an empty bucket from its neighbours and needs at least 2 buckets, "
+                        f"got {buckets}; set method.fds.bucket_num=50 method.fds.bucket_start=0")
+    if not 0.0 <= f.momentum <= 1.0:
+        raise UserError(f"'method.fds.momentum' must be in [0, 1], got {f.momentum} (the paper uses 0.9)")
+    if not 0.0 < f.clip_min <= f.clip_max:
+        raise UserError(f"need 0 < method.fds.clip_min <= method.fds.clip_max, got {f.clip_min} and {f.clip_max} "
+                        "(age 0.1 and 10, STS-B 0.5 and 2)")
+    if f.start_update < 0 or f.start_smooth < 0:
+        raise UserError(f"'method.fds.start_update' and 'method.fds.start_smooth' are epochs and must be >= 0, "
+                        f"got {f.start_update} and {f.start_smooth}")
 
 
 def _validate_bmse_conr(cfg: Config) -> None:

@@ -353,7 +353,20 @@ class Trainer:
 
     def save(self, obj: dict, name: str) -> None:
         if self.main:
-            save_atomic(obj, self.run_dir / "checkpoints" / name)
+            resumable = (self.run_dir / "checkpoints" / "last.pt").is_file()
+            save_atomic(obj, self.run_dir / "checkpoints" / name,
+                        then=f"make room, then resume with 'python train.py --resume {self.run_dir}'" if resumable
+                        else "make room and run the same command again")
+
+    def checkpoints_kept(self, epoch: int) -> str:
+        """What the run folder holds to go back to while ``epoch`` is being trained."""
+        folder = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        if folder is not None and (folder / "last.pt").is_file():
+            return f"checkpoints/last.pt keeps the run as it was after epoch {epoch - 1}, the last good one"
+        if folder is not None and (folder / "best.pt").is_file():
+            return ("no checkpoints/last.pt was written yet (the first epoch did not end); "
+                    "checkpoints/best.pt keeps the best validation so far")
+        return "no checkpoint was written: the first epoch did not end"
 
     # -- one epoch --------------------------------------------------------------------------------
 
@@ -415,8 +428,8 @@ class Trainer:
             value = float(values[0])
             if not math.isfinite(value) or abs(value) > cfg.logging.max_loss:
                 raise TrainingDiverged(
-                    f"the loss is {value:.4g} at epoch {epoch}, step {step}; training stopped. "
-                    f"checkpoints/last.pt keeps the last good epoch. Lower optim.lr or set optim.grad_clip")
+                    f"the loss is {value:.4g} at epoch {epoch}, step {step}; training stopped; "
+                    f"{self.checkpoints_kept(epoch)}. Lower optim.lr or set optim.grad_clip")
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(backward_loss).backward()
             if self.bmse is not None and get_world_size() > 1 and self.bmse.noise_sigma.grad is not None:
@@ -563,9 +576,9 @@ class Trainer:
                 for name, v in (values or {}).items():
                     if v is not None and name != "count":
                         self.writer.add_scalar(f"val_{region}/{name}", v, st.global_step)
-            for name, v in train_metrics.items():
+            for name, v in train_metrics.items():  # on the global step, as train/* and val_*/*, so that they overlay
                 if self.term_in_use(name):
-                    self.writer.add_scalar(f"train_epoch/{name}", v, epoch)
+                    self.writer.add_scalar(f"train_epoch/{name}", v, st.global_step)
             for name, v in (diagnostics or {}).items():
                 if v is not None:
                     self.writer.add_scalar(f"val_features/{name}", v, st.global_step)
@@ -718,6 +731,14 @@ def drop_records_after(path: Path, validations: int) -> None:
         os.replace(tmp, path)
 
 
+# The hparams every run logs, and the config key each one shows: a swept key of logging.hparams
+# replaces the short name, so that the HParams tab does not list one value twice.
+HPARAM_KEYS = {"reweight": "method.reweight", "lds": "method.lds.enabled", "fds": "method.fds.enabled",
+               "ranksim": "method.ranksim.enabled", "rrt": "method.rrt.enabled", "loss": "method.loss",
+               "lr": "optim.lr", "batch_size": "optim.batch_size", "ranksim_gamma": "method.ranksim.gamma",
+               "conr_weight": "method.conr.weight", "bmse_variant": "method.bmse.variant"}
+
+
 def _log_hparams(writer, cfg: Config, results: dict) -> None:
     m = cfg.method
     hparams = {"reweight": m.reweight, "lds": m.lds.enabled, "fds": m.fds.enabled, "ranksim": m.ranksim.enabled,
@@ -725,6 +746,7 @@ def _log_hparams(writer, cfg: Config, results: dict) -> None:
                "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0,
                "conr_weight": m.conr.weight if m.conr.enabled else 0.0,
                "bmse_variant": m.bmse.variant if m.loss == "bmse" else "none"}
+    hparams = {name: value for name, value in hparams.items() if HPARAM_KEYS[name] not in cfg.logging.hparams}
     for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
         value = get_key(cfg, key)
         hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)

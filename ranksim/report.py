@@ -228,12 +228,43 @@ def _format_cell(cell: dict, digits: int) -> str:
     return text
 
 
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text) -> str:
+    """``text`` as LaTeX prints it literally (row labels hold config keys such as
+    ``method.ranksim.interpolation_lambda=2``, whose ``_`` does not compile)."""
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def _notes(table: dict) -> list[list[str]]:
+    """What follows the table: duplicate, stale and unfinished runs, each a heading and one line per run."""
+    notes = []
+    if table.get("duplicates"):
+        notes.append(["Duplicate runs (the same config and seed as a run in the table; left out of the means):"]
+                     + [f"  {path}: same as {kept}" for path, kept in table["duplicates"]])
+    if table.get("stale"):
+        notes.append(["Stale runs (left out of the table; rerun them, or count them with --include-stale):"]
+                     + [f"  {path}: {reason}" for path, reason in table["stale"]])
+    if table["not_finished"]:
+        # A failure's message is one log line, but a hand-edited log could hold a line break.
+        notes.append(["Runs without results:"]
+                     + [f"  {path}: {' '.join(str(status).splitlines())}" for path, status in table["not_finished"]])
+    return notes
+
+
 def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str:
     """The collected table as markdown, csv or latex; duplicates, unfinished and failed runs below.
 
-    With ``diagnostics`` (markdown only), a second table of the feature diagnostics on the test
-    split: rank correlation, RankSim regularizer and pairwise cosine (README, "What RankSim does
-    to the features").
+    Every format carries the same rows, seeds and notes, in a form that stays valid: csv gives
+    each duplicate and each run without results a record of its own, with only its last column
+    ``note`` filled (empty in the metric records); latex escapes the text of its cells and puts
+    the notes in ``%`` comment lines after the tabular, so that ``> table.tex`` compiles.
+
+    With ``diagnostics``, the feature diagnostics on the test split: rank correlation, RankSim
+    regularizer and pairwise cosine (README, "What RankSim does to the features"); a second table
+    in markdown and latex, records of shot ``test features`` in csv.
     """
     # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.
     places = {"mse": 3, "bmse": 3, "pearson": 1}
@@ -248,27 +279,50 @@ def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["row", "title", *keys, "seeds", "metric", "shot", "ours", "std", "theirs", "difference"])
+        header = ["row", "title", *keys, "seeds", "metric", "shot", "ours", "std", "theirs", "difference", "note"]
+        writer.writerow(header)
         for row in table["rows"]:
             for (metric, region), cell in row["cells"].items():
                 diff = None if cell["ours"] is None or cell["theirs"] is None else cell["ours"] - cell["theirs"]
                 writer.writerow([row["name"], row["title"], *values(row), " ".join(map(str, row["seeds"])), metric,
-                                 region, cell["ours"], cell["std"], cell["theirs"], diff])
+                                 region, cell["ours"], cell["std"], cell["theirs"], diff, ""])
+            for name in DIAGNOSTICS if diagnostics else ():
+                cell = row["diagnostics"][name]
+                writer.writerow([row["name"], row["title"], *values(row), " ".join(map(str, row["seeds"])), name,
+                                 "test features", cell["ours"], cell["std"], None, None, ""])
+        blank = [""] * (len(header) - 1)
+        for path, kept in table.get("duplicates", []):
+            writer.writerow(blank + [f"duplicate run {path}: the same config and seed as {kept}; left out of the means"])
+        for path, reason in table.get("stale", []):
+            writer.writerow(blank + [f"stale run {path}: {reason}; left out of the table"])
+        for path, status in table["not_finished"]:
+            writer.writerow(blank + [f"run without results {path}: {' '.join(str(status).splitlines())}"])
         return out.getvalue().rstrip("\n")
     lines = []
     if fmt == "latex":
-        lines.append("\\begin{tabular}{l" + "r" * (len(keys) + len(columns)) + "}")
-        lines.append(" & ".join(["Method", *keys] + labels) + " \\\\ \\hline")
+        lines.append("\\begin{tabular}{l" + "r" * (len(keys) + 1 + len(columns)) + "}")
+        lines.append(" & ".join(["Method", *map(latex_escape, keys), "seeds"] + labels) + " \\\\ \\hline")
         for row in table["rows"]:
-            lines.append(" & ".join([row["title"], *values(row)]
+            lines.append(" & ".join([latex_escape(row["title"]), *map(latex_escape, values(row)), str(len(row["seeds"]))]
                                     + [_format_cell(row["cells"][c], digit_of[c]).replace("±", "$\\pm$")
                                        for c in columns]) + " \\\\")
         lines.append("\\end{tabular}")
+        if diagnostics:
+            lines += ["", "\\begin{tabular}{l" + "r" * (1 + len(DIAGNOSTICS)) + "}",
+                      " & ".join(["Method", "seeds", *map(latex_escape, DIAGNOSTICS)]) + " \\\\ \\hline"]
+            lines += [" & ".join([latex_escape(row["title"]), str(len(row["seeds"]))]
+                                 + [_format_cell(row["diagnostics"][d], 3).replace("±", "$\\pm$") for d in DIAGNOSTICS])
+                      + " \\\\" for row in table["rows"]]
+            lines.append("\\end{tabular}")
+        # Comments need no escaping (only a line break would end one), so the paths stay copyable.
+        lines += ["% " + line for note in _notes(table) for line in note]
+        return "\n".join(lines)
     else:
         lines.append("| Method | " + "".join(f"{k} | " for k in keys) + "seeds | " + " | ".join(labels) + " |")
         lines.append("|---|" + "---:|" * len(keys) + "---|" + "---:|" * len(columns))
         for row in table["rows"]:
-            lines.append(f"| {row['title']} | " + "".join(f"{v} | " for v in values(row)) + f"{len(row['seeds'])} | "
+            title = row["title"].replace("|", "\\|")  # a | in a title would split its markdown cell
+            lines.append(f"| {title} | " + "".join(f"{v} | " for v in values(row)) + f"{len(row['seeds'])} | "
                          + " | ".join(_format_cell(row["cells"][c], digit_of[c]) for c in columns) + " |")
         lines.append("")
         theirs = any(cell["theirs"] is not None for row in table["rows"] for cell in row["cells"].values())
@@ -281,16 +335,6 @@ def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str
             for row in table["rows"]:
                 lines.append(f"| {row['title']} | {len(row['seeds'])} | "
                              + " | ".join(_format_cell(row["diagnostics"][d], 3) for d in DIAGNOSTICS) + " |")
-    if table.get("duplicates"):
-        lines.append("")
-        lines.append("Duplicate runs (the same config and seed as a run in the table; left out of the means):")
-        lines += [f"  {path}: same as {kept}" for path, kept in table["duplicates"]]
-    if table.get("stale"):
-        lines.append("")
-        lines.append("Stale runs (left out of the table; rerun them, or count them with --include-stale):")
-        lines += [f"  {path}: {reason}" for path, reason in table["stale"]]
-    if table["not_finished"]:
-        lines.append("")
-        lines.append("Runs without results:")
-        lines += [f"  {path}: {status}" for path, status in table["not_finished"]]
+    for note in _notes(table):
+        lines += ["", *note]
     return "\n".join(lines)

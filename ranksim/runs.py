@@ -18,6 +18,7 @@ A run folder is self-contained (STYLE rule 3)::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -143,12 +144,55 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> Non
         root.addHandler(file_handler)
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
+# Write errors that mean "no room", not a bug: a full disk, a quota, a file-size limit (ulimit -f).
+_NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+            errno.EFBIG: "the file-size limit (ulimit -f) was reached"}
+
+
+class _WriteErrorRecorder:
+    """A binary file for ``torch.save`` that keeps the ``OSError`` of a failed write: torch
+    reports it only as a ``RuntimeError`` that has lost the cause."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def save_atomic(obj: Any, path: Path, then: str = "make room and run the command again") -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint.
+
+    A failed or interrupted write removes the temporary file, so ``path`` keeps its previous
+    content. No room to write (full disk, quota, file-size limit) is a :class:`UserError` that says
+    so, where, what is kept and ``then`` (what to do next).
+    """
+    import shutil
+
     import torch
 
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    recorder = None
+    try:
+        with open(tmp, "wb") as fh:
+            recorder = _WriteErrorRecorder(fh)
+            torch.save(obj, recorder)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else getattr(recorder, "error", None)
+        if cause is None or cause.errno not in _NO_ROOM:
+            raise
+        free = shutil.disk_usage(path.parent).free / 2**20
+        kept = f"{path.name} keeps the previous checkpoint" if path.is_file() else f"no {path.name} was written"
+        raise UserError(f"cannot write {path}: {_NO_ROOM[cause.errno]} ({free:.0f} MiB free in {path.parent}); "
+                        f"{kept}; {then}") from None
     os.replace(tmp, path)
 
 

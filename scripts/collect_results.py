@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="which table (default: the dataset of the runs found, if there is one)")
     parser.add_argument("--format", choices=("markdown", "csv", "latex"), default="markdown", help="output format")
     parser.add_argument("--diagnostics", action="store_true",
-                        help="also print the feature diagnostics of each row (test split, markdown only): rank "
+                        help="also print the feature diagnostics of each row (test split): rank "
                              "correlation, RankSim regularizer, mean and 5th-percentile pairwise cosine")
     parser.add_argument("--include-stale", action="store_true",
                         help="also count stale runs (older results version, unproved RRT stage 1), in rows of "
@@ -44,9 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = discover_runs(args.runs_dir)
     datasets = sorted({r.dataset for r in runs})
     dataset = args.dataset or (datasets[0] if len(datasets) == 1 else None)
+    if not runs:
+        print(f"error: no runs under {args.runs_dir} (no run folder with a config.yaml); give the folder that "
+              f"train.py or a reproduce script wrote the runs into (e.g. runs/agedb)", file=sys.stderr)
+        return 2
     if dataset is None:
-        print(f"error: {'no runs' if not runs else 'runs of several datasets (' + ', '.join(datasets) + ')'} "
-              f"under {args.runs_dir}; choose one with --dataset", file=sys.stderr)
+        print(f"error: runs of several datasets ({', '.join(datasets)}) under {args.runs_dir}; choose one with "
+              f"--dataset", file=sys.stderr)
         return 2
     print(render(collect(runs, dataset, include_stale=args.include_stale), args.format,
                  diagnostics=args.diagnostics))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import errno
 import math
 import pickle
 import re
@@ -221,3 +222,52 @@ def test_unsafe_loading_only_on_the_opt_in_path():
     source = (REPO / "ranksim" / "runs.py").read_text()
     branch = re.search(r"    if trust:\n(.*?)\n    try:", source, re.S)
     assert hits[0][0] == "ranksim/runs.py" and branch and "weights_only=False" in branch.group(1)
+
+
+@pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"),
+                                         (errno.EFBIG, "the file-size limit (ulimit -f) was reached")])
+def test_full_disk_keeps_the_previous_checkpoint_and_removes_the_temporary_file(tmp_path, monkeypatch, code, words):
+    """ENOSPC or EFBIG after 64 KiB of a write: torch reports only a RuntimeError; save_atomic
+    gives the cause in one line, removes last.pt.tmp, and the old last.pt is untouched."""
+    from ranksim import runs
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    path.parent.mkdir()
+    runs.save_atomic({"model": torch.zeros(10)}, path)
+    before = path.read_bytes()
+
+    class FullDisk:
+        """The open checkpoint file, on a disk with 64 KiB left."""
+
+        def __init__(self, fh):
+            self.fh, self.left = fh, 1 << 16
+
+        def write(self, data):
+            if len(data) > self.left:
+                raise OSError(code, "no room")
+            self.left -= len(data)
+            return self.fh.write(data)
+
+        def flush(self):
+            self.fh.flush()
+
+    real_init = runs._WriteErrorRecorder.__init__
+    monkeypatch.setattr(runs._WriteErrorRecorder, "__init__", lambda self, fh: real_init(self, FullDisk(fh)))
+    with pytest.raises(UserError) as err:
+        runs.save_atomic({"model": torch.zeros(100_000)}, path, then="resume it")
+    assert f"cannot write {path}: {words}" in str(err.value) and f"in {path.parent})" in str(err.value)
+    assert str(err.value).endswith("last.pt keeps the previous checkpoint; resume it")
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def test_a_write_error_that_is_not_about_room_stays_an_error_with_its_cause(tmp_path, monkeypatch):
+    from ranksim import runs
+
+    def broken(self, data):
+        self.error = OSError(errno.EIO, "Input/output error")
+        raise self.error
+
+    monkeypatch.setattr(runs._WriteErrorRecorder, "write", broken)
+    with pytest.raises(Exception) as err:
+        runs.save_atomic({"model": torch.zeros(10)}, tmp_path / "x.pt")
+    assert not isinstance(err.value, UserError) and not list(tmp_path.iterdir())

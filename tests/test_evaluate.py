@@ -254,6 +254,31 @@ def test_compare_errors(runs, tmp_path, capsys, ranksim_logger):
     assert "no such run folder" in capsys.readouterr().err
 
 
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_partial_file(runs, tmp_path, monkeypatch, capsys, ranksim_logger):
+    """Ctrl-C while the first plot is being written (after eval_test.json and the per-label CSV):
+    one line and status 130, as train.py, instead of a 60-80-line traceback; no .tmp and no
+    half-written PNG."""
+    import evaluate
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "copy"
+    shutil.copytree(runs["vanilla"], out)
+    shutil.rmtree(out / "plots", ignore_errors=True)
+
+    def interrupted_savefig(self, fh, **kwargs):
+        fh.write(b"half a PNG")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted_savefig)
+    capsys.readouterr()
+    assert evaluate.main([str(out), "--per-label", "--plots"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "interrupted; run the same command again" in err[-1] and "Traceback" not in "".join(err)
+    assert not [line for line in err if "ERROR" in line or "interrupted" in line][1:], err
+    assert not list(out.rglob("*.tmp")) and not list((out / "plots").glob("*.png"))
+    assert json.loads((out / "eval_test.json").read_text())["split"] == "test"
+
+
 def test_write_plots_sts_b_two_runs(tmp_path):
     """The STS-B path of the figures (50 fixed bins of width 0.1), two runs on one axis."""
     from ranksim.analysis import SplitOutputs, write_plots

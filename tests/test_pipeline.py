@@ -216,6 +216,42 @@ def test_wrong_type_and_bad_value():
                           "method.ranksim.interpolation_lambda", "positive")
 
 
+def assert_short(proc: subprocess.CompletedProcess, most: int = 3) -> None:
+    """At most a few lines on the console (what the user sees), the error last."""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) <= most and "ERROR" in lines[-1], proc.stderr
+
+
+def test_binary_config_file(tmp_path):
+    binary = tmp_path / "some.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    proc = run("train.py", "-c", str(binary))
+    assert_user_error(proc, "some.bin is not a text file")
+    assert_short(proc, most=1)
+
+
+def test_fds_value_that_cannot_work_stops_before_anything_is_built(tmp_path):
+    proc = run("train.py", "-c", "configs/quickstart/fds.yaml", "method.fds.bucket_num=0", f"output_dir={tmp_path / 'out'}")
+    assert_user_error(proc, "'method.fds.bucket_num' 0", "leave no bucket")
+    assert_short(proc, most=1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_age_outside_the_dataset_range_names_the_row_and_leaves_no_folder(tmp_path, data_root):
+    import shutil
+
+    root = tmp_path / "negative"
+    shutil.copytree(data_root, root)
+    lines = (root / "synthetic.csv").read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.endswith(",train"))
+    lines[row] = "-5," + lines[row].split(",", 1)[1]
+    (root / "synthetic.csv").write_text("\n".join(lines) + "\n")
+    proc = run("train.py", *train_args(tmp_path / "out", root, "vanilla"))
+    assert_user_error(proc, f"synthetic.csv, line {row + 1}: age -5 is outside 0..59")
+    assert_short(proc)
+    assert not (tmp_path / "out").exists(), "a run that failed before training left its folder"
+
+
 def test_missing_data_folder(tmp_path):
     proc = run("train.py", "-c", "configs/quickstart/vanilla.yaml", "data.dataset=agedb",
                f"data.root={tmp_path / 'absent'}", f"output_dir={tmp_path / 'out'}")
@@ -264,13 +300,15 @@ def test_exploding_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root
     config = (out / "config.yaml").read_text().replace("epochs: 1", "epochs: 2").replace("max_loss: 1000000.0", "max_loss: 1.0e-09")
     (out / "config.yaml").write_text(config)
     proc = run("train.py", "--resume", str(out))
-    assert_user_error(proc, "at epoch 1, step 0", "last.pt keeps the last good epoch")
+    assert_user_error(proc, "at epoch 1, step 0", "checkpoints/last.pt keeps the run as it was after epoch 0")
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path, data_root):
+    """Diverged in the first epoch: the message says that no checkpoint exists, not that last.pt keeps one."""
     proc = run("train.py", *train_args(tmp_path / "nan", data_root, "vanilla", "optim.lr=1e30"))
-    assert_user_error(proc, "at epoch 0, step", "Lower optim.lr")
+    assert_user_error(proc, "at epoch 0, step", "Lower optim.lr", "no checkpoint was written")
+    assert "last.pt keeps" not in proc.stderr
     assert not (tmp_path / "nan" / "checkpoints" / "last.pt").exists()
 
 
@@ -315,14 +353,32 @@ def test_iteration_validation_patience_and_plateau_decay(tmp_path, data_root):
 def test_tensorboard_holds_loss_terms_metrics_and_figures(tmp_path, data_root):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    rc, out = train(tmp_path, data_root, "ranksim", "logging.log_every_iters=1")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    rc, out = train(tmp_path, data_root, "ranksim", "logging.log_every_iters=1",
+                    "logging.hparams=[method.ranksim.gamma,optim.batch_size,seed]")
     assert rc == 0
     tags = {"scalars": set(), "images": set()}
+    steps, hparams = {}, set()
     for path in out.glob("events.out.tfevents.*"):
         acc = EventAccumulator(str(path), size_guidance={"images": 0, "scalars": 0})
         acc.Reload()
         for kind in tags:
             tags[kind] |= set(acc.Tags()[kind])
+        for tag in acc.Tags()["scalars"]:
+            steps[tag] = [event.step for event in acc.Scalars(tag)]
+        try:
+            contents = acc.PluginTagToContent("hparams").values()
+        except KeyError:  # the hparams are in a file of their own
+            contents = []
+        for content in contents:
+            hparams |= set(plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams)
+    # One x-axis: the per-epoch training means sit on the global steps of the validations.
+    assert steps["train_epoch/loss"] == steps["val_all/mae"], steps
+    assert len(steps["train_epoch/loss"]) == 2 and steps["train_epoch/loss"][-1] == max(steps["train/loss"]), steps
+    # The swept keys replace the short names of the same values; the others keep theirs.
+    assert {"method.ranksim.gamma", "optim.batch_size", "seed", "lr", "ranksim"} <= hparams
+    assert not {"ranksim_gamma", "batch_size"} & hparams, hparams
     assert {"train/loss", "train/task_loss", "train/ranksim_loss", "train/lr",
             "val_all/mae", "val_few/mae", "val_features/ranksim_reg", "val_features/rank_corr",
             "val_features/cos_mean", "val_features/cos_p05"} <= tags["scalars"]
@@ -342,3 +398,30 @@ def test_corrupt_image_stops_naming_the_file_or_is_skipped(tmp_path, data_root):
     rc, out = train(tmp_path, root, "vanilla", "schedule.epochs=1", "data.skip_bad_images=true", name="skip")
     assert rc == 0
     assert "skipped unreadable image" in (out / "train.log").read_text()
+
+
+def test_full_disk_at_a_checkpoint_is_one_line_and_leaves_no_temporary_file(tmp_path, data_root):
+    """Under a file-size limit (ulimit -f) that best.pt (the model) fits in and last.pt (model and
+    Adam's two moments, about 3x) does not: one line saying so and where, no last.pt.tmp.
+    That an earlier last.pt is kept is tests/test_checkpoints.py's full-disk test."""
+    import io
+    import resource
+
+    from ranksim.config import load_config
+    from ranksim.models import build_model
+
+    args = train_args(tmp_path / "out", data_root, "vanilla", "schedule.epochs=1")
+    model = io.BytesIO()
+    torch.save(build_model(load_config(args[1], args[2:])).state_dict(), model)
+    limit = 2 * len(model.getvalue()) + 20_000
+
+    def file_size_limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          preexec_fn=file_size_limit)
+    last = tmp_path / "out" / "checkpoints" / "last.pt"
+    assert_user_error(proc, f"cannot write {last}: the file-size limit (ulimit -f) was reached",
+                      "no last.pt was written", "run the same command again")
+    assert (last.parent / "best.pt").is_file()
+    assert not list((tmp_path / "out").rglob("*.tmp")), sorted((tmp_path / "out").rglob("*.tmp"))

@@ -89,6 +89,28 @@ def test_read_age_split_malformed_row_names_file_and_line(tmp_path, body, line, 
 def test_read_age_split_missing_file(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         read_age_split(tmp_path / "nope.csv")
+    with pytest.raises(UserError) as err:
+        read_age_split(tmp_path / "agedb.csv")
+    assert f"python -m ranksim.data.prepare agedb --root {tmp_path}" in str(err.value) and "DATASET" not in str(err.value)
+
+
+@pytest.mark.parametrize("age, line", [(-5, 3), (121, 3)])
+def test_read_age_split_age_outside_the_range_names_file_and_line(tmp_path, age, line):
+    """A negative age passed the reader before and broke np.bincount in the label histogram."""
+    csv_path = write(tmp_path / "s.csv", f"age,path,split\n0,a.jpg,train\n{age},b.jpg,train\n120,c.jpg,val\n")
+    with pytest.raises(UserError) as err:
+        read_age_split(csv_path, age_range=(0, 120))
+    assert f"{csv_path}, line {line}: age {age} is outside 0..120" in str(err.value)
+    assert read_age_split(csv_path)["age"].tolist() == [0, age, 120], "no range given: every integer age is read"
+
+
+def test_verify_only_without_a_split_file_names_the_command(tmp_path):
+    for main, name in ((prepare_agedb_main, "agedb"), (prepare_imdb_wiki_main, "imdb_wiki")):
+        with pytest.raises(UserError) as err:
+            main(["--root", str(tmp_path / "absent"), "--verify-only"])
+        assert f"python -m ranksim.data.prepare {name} --root {tmp_path / 'absent'}'" in str(err.value)
+        assert "DATASET" not in str(err.value)
+    assert not (tmp_path / "absent").exists()
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +110,16 @@ def test_markdown_table_cells_order_and_unfinished_runs(runs_dir):
 
 def test_csv_format(runs_dir):
     text = render(collect(discover_runs(runs_dir), "agedb"), "csv")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    assert list(rows[0]) == ["row", "title", "seeds", "metric", "shot", "ours", "std", "theirs", "difference"]
+    records = list(csv.DictReader(io.StringIO(text)))
+    assert list(records[0]) == ["row", "title", "seeds", "metric", "shot", "ours", "std", "theirs", "difference", "note"]
+    rows = [r for r in records if not r["note"]]
     assert len(rows) == 5 * 8  # five rows x (MAE, GM) x four regions
+    # The runs without results, as below the markdown table: one record each, only its note filled.
+    assert [r["note"] for r in records if r["note"]] == [
+        f"run without results {runs_dir / 'f/lds/seed0'}: failed: the loss is nan at epoch 3, step 17; "
+        "training stopped. checkpoints/last.pt keeps the last good epoch",
+        f"run without results {runs_dir / 'g/fds/seed0'}: unfinished: 2 validations of 120 epochs"]
+    assert all(set(r.values()) == {"", r["note"]} for r in records if r["note"])
     cell = next(r for r in rows if r["row"] == "agedb/sqinv_ranksim" and r["metric"] == "mae" and r["shot"] == "all")
     assert cell["title"] == "SQINV + RankSim" and cell["seeds"] == "0 1"
     assert float(cell["ours"]) == pytest.approx(7.10)
@@ -126,12 +134,16 @@ def test_csv_format(runs_dir):
 
 def test_latex_format(runs_dir):
     lines = render(collect(discover_runs(runs_dir), "agedb"), "latex").splitlines()
-    assert lines[0] == "\\begin{tabular}{l" + "r" * 8 + "}"
-    assert lines[1].startswith("Method & MAE all & MAE many") and lines[1].endswith("GM few \\\\ \\hline")
-    assert lines[5] == ("SQINV + RankSim & 7.10 $\\pm$ 0.14 (6.91, +0.19) & 6.10 $\\pm$ 0.14 & 8.20 $\\pm$ 0.28 "
+    assert lines[0] == "\\begin{tabular}{l" + "r" * 9 + "}"
+    assert lines[1].startswith("Method & seeds & MAE all & MAE many") and lines[1].endswith("GM few \\\\ \\hline")
+    assert lines[5] == ("SQINV + RankSim & 2 & 7.10 $\\pm$ 0.14 (6.91, +0.19) & 6.10 $\\pm$ 0.14 & 8.20 $\\pm$ 0.28 "
                         "& 10.00 $\\pm$ 0.00 & 4.60 $\\pm$ 0.14 & 4.00 $\\pm$ 0.00 & 5.20 $\\pm$ 0.28 "
                         "& 7.25 $\\pm$ 0.35 \\\\")
     assert lines[7] == "\\end{tabular}"
+    assert lines[8:] == ["% Runs without results:",
+                         f"%   {runs_dir / 'f/lds/seed0'}: failed: the loss is nan at epoch 3, step 17; training "
+                         "stopped. checkpoints/last.pt keeps the last good epoch",
+                         f"%   {runs_dir / 'g/fds/seed0'}: unfinished: 2 validations of 120 epochs"]
 
 
 def collect_cli(*args) -> subprocess.CompletedProcess:
@@ -141,7 +153,7 @@ def collect_cli(*args) -> subprocess.CompletedProcess:
 def test_cli_formats_and_dataset_choice(runs_dir):
     proc = collect_cli(runs_dir, "--dataset", "agedb", "--format", "latex")
     assert proc.returncode == 0, proc.stderr
-    assert "SQINV + RankSim & 7.10 $\\pm$ 0.14 (6.91, +0.19)" in proc.stdout
+    assert "SQINV + RankSim & 2 & 7.10 $\\pm$ 0.14 (6.91, +0.19)" in proc.stdout
     proc = collect_cli(runs_dir / "h", "--format", "csv")  # one dataset under the folder: chosen by itself
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[1].startswith("imdb_wiki/vanilla,VANILLA,0,mae,all,8.0,")
@@ -157,6 +169,7 @@ def test_cli_errors_exit_2_with_a_message(runs_dir, tmp_path):
     (tmp_path / "empty").mkdir()
     proc = collect_cli(tmp_path / "empty")
     assert proc.returncode == 2 and "no runs under" in proc.stderr
+    assert "config.yaml" in proc.stderr and "--dataset" not in proc.stderr, "--dataset cannot help an empty folder"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,3 +306,88 @@ def test_row_labels_name_only_settings_that_change_training(tmp_path):
                  metrics([3.4] * 4, [1.0] * 4))
     table = collect(discover_runs(tmp_path), "synthetic")
     assert [(r["title"], r["seeds"]) for r in table["rows"]] == [("VANILLA", [0, 1])]
+
+
+LATEX_SPECIAL = re.compile(r"[&%$#_{}~^\\]")
+
+
+def latex_problems(text: str) -> list[str]:
+    """A small check that a tabular compiles: every line is tabular markup, a row of cells, or a
+    % comment; once the escapes (\\_, \\textbackslash{}, ...) and the table's own markup ($\\pm$,
+    the row ends, & between cells) are taken out, no cell holds a special character; every row has
+    as many cells as the column spec says."""
+    problems, width = [], None
+    for line in text.splitlines():
+        if not line or line.startswith("%") or line == "\\end{tabular}":
+            continue
+        spec = re.fullmatch(r"\\begin\{tabular\}\{(l[lr]*)\}", line)
+        if spec:
+            width = len(spec.group(1))
+            continue
+        body = line.removesuffix(" \\\\ \\hline").removesuffix(" \\\\")
+        if body == line:
+            problems.append(f"not a table row: {line}")
+        body = re.sub(r"\\(textbackslash|textasciitilde|textasciicircum)\{\}|\\[&%$#_{}]", "", body.replace("$\\pm$", ""))
+        cells = body.split(" & ")
+        if len(cells) != width:
+            problems.append(f"{len(cells)} cells, the tabular has {width}: {line}")
+        problems += [f"unescaped {c!r} in: {line}" for cell in cells for c in LATEX_SPECIAL.findall(cell)]
+    return problems
+
+
+def test_latex_check_finds_unescaped_specials():
+    """The check itself: it must flag the labels the collector used to print."""
+    head = "\\begin{tabular}{lr}\nMethod & MAE \\\\ \\hline\n"
+    assert latex_problems(head + "Vanilla (method.ranksim.interpolation_lambda=2) & 3.00 \\\\\n\\end{tabular}")
+    assert latex_problems(head + "A & B & 3.00 \\\\\n\\end{tabular}")
+    assert latex_problems(head + "x & 3.00 \\\\\nDuplicate runs:\n\\end{tabular}")
+    assert not latex_problems(head + "a\\_b \\& c\\textbackslash{} & 3.00 $\\pm$ 0.1 \\\\\n\\end{tabular}\n% a_b & 50%")
+
+
+def test_every_format_carries_labels_seeds_duplicates_and_unfinished_runs_and_latex_compiles(tmp_path):
+    """Two interpolation_lambda values (row labels with '_'), a title with every LaTeX special, a
+    duplicate and an unfinished run: the latex has no unescaped special, a seeds column and the
+    notes as comments; the csv has the same notes as records; the markdown as before."""
+    title = "Mine_1 & 100% #2 {x} ~^$\\"
+    for lam, seeds in ((1, (0, 1)), (2, (0,))):
+        for seed in seeds:
+            resolved_run(tmp_path, f"l{lam}s{seed}", "quickstart/ranksim.yaml",
+                         [f"method.ranksim.interpolation_lambda={lam}", f"seed={seed}"], metrics([3.0 + seed] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "l2s0_again", "quickstart/ranksim.yaml", ["method.ranksim.interpolation_lambda=2", "seed=0"],
+                 metrics([9.0] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "mine", "quickstart/vanilla.yaml", [f"title='{title}'"], metrics([4.0] * 4, [1.0] * 4))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((tmp_path / "mine" / "config.yaml").read_text())
+    table = collect(discover_runs(tmp_path), "synthetic", columns=[])
+
+    latex = render(table, "latex", diagnostics=True)
+    assert latex_problems(latex) == [], latex
+    assert "Vanilla + RankSim (method.ranksim.interpolation\\_lambda=1) & 2 & 3.50" in latex
+    assert "Mine\\_1 \\& 100\\% \\#2 \\{x\\} \\textasciitilde{}\\textasciicircum{}\\$\\textbackslash{} & 1 & 4.00" in latex
+    comments = [line for line in latex.splitlines() if line.startswith("%")]
+    assert f"%   {tmp_path / 'l2s0_again'}: same as {tmp_path / 'l2s0'}" in comments
+    assert any(str(unfinished) in line and "unfinished" in line for line in comments)
+
+    records = list(csv.DictReader(io.StringIO(render(table, "csv"))))
+    assert {r["title"] for r in records if not r["note"]} == {
+        "Vanilla + RankSim (method.ranksim.interpolation_lambda=1)",
+        "Vanilla + RankSim (method.ranksim.interpolation_lambda=2)", title}
+    assert {r["seeds"] for r in records if r["title"].endswith("lambda=1)")} == {"0 1"}
+    notes = [r["note"] for r in records if r["note"]]
+    assert notes[0] == (f"duplicate run {tmp_path / 'l2s0_again'}: the same config and seed as {tmp_path / 'l2s0'}; "
+                        "left out of the means")
+    assert notes[1].startswith(f"run without results {unfinished}: unfinished") and len(notes) == 2
+
+    markdown = render(table)
+    assert f"  {tmp_path / 'l2s0_again'}: same as {tmp_path / 'l2s0'}" in markdown
+    assert f"| {title} | 1 | 4.00 |" in markdown
+
+
+def test_cli_latex_on_stdout_is_only_the_table(tmp_path):
+    """`collect_results.py --format latex > table.tex`: notes are LaTeX comments, nothing on stderr."""
+    resolved_run(tmp_path, "a", "quickstart/ranksim.yaml", ["seed=0"], metrics([3.0] * 4, [1.0] * 4))
+    resolved_run(tmp_path, "b", "quickstart/ranksim.yaml", ["seed=0", "data.num_workers=3"], metrics([9.0] * 4, [1.0] * 4))
+    proc = collect_cli(tmp_path, "--format", "latex")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert latex_problems(proc.stdout) == [] and "% Duplicate runs" in proc.stdout

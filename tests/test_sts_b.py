@@ -603,3 +603,26 @@ def test_model_with_fds_and_ranksim():
             noisy = torch.cat([features, features + 0.1 * torch.randn_like(features)])
             fds.update_running_stats(noisy, torch.cat([targets, targets]), epoch)
     assert not torch.allclose(pred, model.head.linear(features))
+
+
+def test_offline_download_gives_one_message_naming_every_file(tmp_path, monkeypatch, caplog):
+    """Offline, both URLs of every file fail alike: one error naming the three files and where to
+    put them, the by-hand hint once, and no empty root folder left behind."""
+    from ranksim.data.download import DownloadFailed
+
+    def offline(url, dest, expected_size=None):
+        raise DownloadFailed(f"cannot reach {url} (no network). Download {url} by hand", "cannot reach host: no network")
+
+    monkeypatch.setattr(published, "_download", offline)
+    root = tmp_path / "sts"
+    with caplog.at_level(logging.INFO), pytest.raises(UserError) as err:
+        download_splits(root)
+    message = str(err.value)
+    assert "train_new.tsv, dev_new.tsv, test_new.tsv by hand from " + RANKSIM_SOURCE.base_urls[0] in message
+    assert message.count("by hand") == 1 and message.count("no network") == 1 and str(root) in message
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not root.exists()
+    root.mkdir()  # a folder the command did not make stays, even empty
+    with pytest.raises(UserError):
+        download_splits(root)
+    assert root.is_dir()

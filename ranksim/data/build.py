@@ -77,8 +77,10 @@ def generate_synthetic_once(root: Path, synthetic_cfg) -> None:
 
 
 def build_age_data(cfg: Config) -> DataBundle:
+    from ranksim.data.age.benchmarks import BENCHMARKS
     from ranksim.data.age.dataset import AgeDataset, open_cache
     from ranksim.data.age.split_file import read_age_split
+    from ranksim.data.age.synthetic import NUM_LABELS
 
     d = cfg.data
     root = Path(d.root)
@@ -91,7 +93,9 @@ def build_age_data(cfg: Config) -> DataBundle:
     if not split_file.is_file():
         raise UserError(f"split file {split_file} not found; prepare the data with "
                         + PREPARE_HINT.get(d.dataset, "").format(root=root) + " or set data.split_file=PATH")
-    table = read_age_split(split_file)
+    # An age outside the dataset's range is a malformed row (a negative one breaks the label histograms).
+    age_range = (0, NUM_LABELS - 1) if d.dataset == "synthetic" else BENCHMARKS[d.dataset].age_range
+    table = read_age_split(split_file, age_range)
     parts = {name: table[table["split"] == name].reset_index(drop=True) for name in ("train", "val", "test")}
     if d.max_train_samples:
         parts["train"] = parts["train"].iloc[:d.max_train_samples]

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -37,6 +38,15 @@ CHUNK_SIZE = 1 << 20
 # Seconds without any byte before a read gives up; long enough for a slow academic server.
 TIMEOUT_S = 60.0
 USER_AGENT = "ranksim-data-prepare/1 (python urllib)"
+
+
+class DownloadFailed(UserError):
+    """The network or the server failed; ``reason`` is the cause alone, for callers that try
+    several URLs and give the by-hand hint once for all of them."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _by_hand_hint(url: str, dest: Path) -> str:
@@ -70,10 +80,12 @@ def _open(url: str, offset: int, timeout: float, dest: Path):
         if err.code == 416:
             # The range starts at or past the end: the .part file may already hold everything.
             return err
-        raise UserError(f"{url} answered HTTP {err.code} {err.reason}. {_by_hand_hint(url, dest)}") from None
+        reason = f"HTTP {err.code} {err.reason}"
+        raise DownloadFailed(f"{url} answered {reason}. {_by_hand_hint(url, dest)}", reason) from None
     except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise UserError(f"cannot reach {url} ({reason}): is the network up? {_by_hand_hint(url, dest)}") from None
+        reason = f"cannot reach {urllib.parse.urlsplit(url).netloc or url}: {getattr(err, 'reason', err)}"
+        raise DownloadFailed(f"cannot reach {url} ({getattr(err, 'reason', err)}): is the network up? "
+                             f"{_by_hand_hint(url, dest)}", reason) from None
 
 
 def _content_range_start(value: str | None) -> int | None:

@@ -12,11 +12,16 @@ MARKER = ".ranksim_complete"     # written into an extracted folder once extract
 
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Write ``path`` by calling ``write(fh)`` on a binary temporary file beside it, then renaming it
-    into place, so that ``path`` is never a half-written file."""
+    into place, so that ``path`` is never a half-written file. A failed or interrupted write
+    (Ctrl-C) removes the temporary file and leaves ``path`` as it was."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -18,13 +18,14 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 
 
-def read_age_split(csv_path: str | os.PathLike) -> pd.DataFrame:
+def read_age_split(csv_path: str | os.PathLike, age_range: tuple[int, int] | None = None) -> pd.DataFrame:
     """Read an age split file strictly.
 
     The file is UTF-8 CSV with a header holding at least ``age``, ``path`` and ``split`` (other
     columns are ignored). Blank lines are skipped. Any other malformed row (a wrong number of
-    fields, an age that is not an integer literal, an empty path, a split other than train / val /
-    test) raises :class:`UserError` naming the file and the line number.
+    fields, an age that is not an integer literal or lies outside ``age_range`` (inclusive; not
+    checked when ``None``), an empty path, a split other than train / val / test) raises
+    :class:`UserError` naming the file and the line number.
 
     Returns:
         DataFrame with columns ``age`` (int64), ``path`` (str, relative to the data root) and
@@ -37,8 +38,10 @@ def read_age_split(csv_path: str | os.PathLike) -> pd.DataFrame:
     try:
         handle = open(path, newline="", encoding="utf-8-sig")
     except FileNotFoundError:
+        # The split file is named after its dataset (agedb.csv, imdb_wiki.csv), which names the command.
+        dataset = path.stem if path.stem in ("agedb", "imdb_wiki") else "agedb|imdb_wiki"
         raise UserError(f"split file {path} does not exist; get it with "
-                        f"'python -m ranksim.data.prepare DATASET --root DIR' (see data/README.md)") from None
+                        f"'python -m ranksim.data.prepare {dataset} --root {path.parent}' (see data/README.md)") from None
     except OSError as err:
         raise UserError(f"cannot read split file {path}: {err.strerror}") from None
     with handle:
@@ -65,6 +68,9 @@ def read_age_split(csv_path: str | os.PathLike) -> pd.DataFrame:
                 except ValueError:
                     raise UserError(f"{path}, line {line}: age {age_text!r} is not an integer; "
                                     f"fix the row or get the split file again") from None
+                if age_range is not None and not age_range[0] <= age <= age_range[1]:
+                    raise UserError(f"{path}, line {line}: age {age} is outside {age_range[0]}..{age_range[1]}, "
+                                    f"the ages this dataset allows; fix or delete the row")
                 rel = row[i_path].strip()
                 if not rel:
                     raise UserError(f"{path}, line {line}: the path is empty; fix or delete the row")

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ranksim.data.age.benchmarks import AgeBenchmark
 from ranksim.data.age.split_file import SPLITS, read_age_split
+from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,9 @@ def print_verify_report(report: VerifyReport, benchmark: AgeBenchmark, split_pat
 
 
 def verify_cli(root: Path, split_path: Path, benchmark: AgeBenchmark, check_files: bool = True) -> int:
+    if not split_path.is_file():
+        raise UserError(f"{split_path} does not exist, so there is nothing to verify; prepare the data first with "
+                        f"'python -m ranksim.data.prepare {benchmark.name} --root {root}' (see data/README.md)")
     report = verify_age_split(root, split_path, benchmark, check_files=check_files)
     print_verify_report(report, benchmark, split_path, root)
     return 0 if report.ok else 1

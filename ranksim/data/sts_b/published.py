@@ -84,10 +84,12 @@ def download_splits(root: str | os.PathLike, source: str = "ranksim", base_url: 
         raise UserError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     spec = SOURCES[source]
     root = Path(root)
+    created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     bases = (base_url if base_url.endswith("/") else base_url + "/",) if base_url else spec.base_urls
     logger.info("STS-B-DIR split from the %s", spec.description)
-    for name in SPLIT_FILES.values():
+    names = list(SPLIT_FILES.values())
+    for i, name in enumerate(names):
         dest = root / name
         expected = spec.files[name] if spec.files else None
         if dest.is_file():
@@ -98,16 +100,24 @@ def download_splits(root: str | os.PathLike, source: str = "ranksim", base_url: 
                 raise UserError(f"{dest} exists but differs from the published {source} file (a rebuilt split, "
                                 f"or another source?). Pass --force to replace it, or use another --root")
             dest.unlink()
-        errors = []
-        for base in bases:
+        reasons = []
+        for j, base in enumerate(bases):
             try:
                 _download(base + name, dest, expected[0] if expected else None)
                 break
             except UserError as err:
-                errors.append(str(err))
-                logger.warning("%s", err)
+                reasons.append(getattr(err, "reason", str(err)))
+                if j + 1 < len(bases):
+                    logger.info("%s: %s; trying %s", name, reasons[-1], bases[j + 1])
         else:
-            raise UserError(f"could not download {name}: {' | '.join(errors)}")
+            # One message for every file still to get, not one per file and URL: offline, all fail alike.
+            missing = [n for n in names[i:]
+                       if not ((root / n).is_file() and _matches(root / n, spec.files[n] if spec.files else None))]
+            if created_root and root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            raise UserError(f"could not download {name} ({'; '.join(dict.fromkeys(reasons))}). Download "
+                            f"{', '.join(missing)} by hand from {bases[0]} (a browser works), put them in "
+                            f"{root}, then run this command again")
         if not _matches(dest, expected):
             dest.unlink()
             raise UserError(f"{base + name} gave a file whose SHA-256 differs from the published one; it "
