@@ -45,7 +45,8 @@ BATCH = 8
 # Non-default values throughout, so that a setting that is not passed on shows.
 GAMMA, LAMBDA = 7.5, 0.7
 FOCAL_BETA, FOCAL_GAMMA = 0.3, 2.0
-CONR = dict(weight=2.5, threshold=1.0, temperature=0.2, push=0.05)
+# A warm temperature, so that the faithful denominator's extra ones are visible next to exp(s / t).
+CONR = dict(weight=2.5, threshold=1.0, temperature=0.5, push=0.05)
 RANKSIM = ["method.ranksim.enabled=true", f"method.ranksim.gamma={GAMMA}",
            f"method.ranksim.interpolation_lambda={LAMBDA}"]
 SQINV_LDS = ["method.reweight=sqrt_inv", "method.lds.enabled=true", "method.lds.ks=5", "method.lds.sigma=2.0"]
@@ -63,6 +64,7 @@ COMPOSITIONS = {
     "fds_faithful_ranksim": ([*FDS, "method.faithful=true", *RANKSIM], {"task", "fds", "ranksim"}),
     "fds_fixed_ranksim": ([*FDS, "method.faithful=false", *RANKSIM], {"task", "fds", "ranksim"}),
     "conr": (CONR_ON, {"task", "conr"}),
+    "conr_faithful": ([*CONR_ON, "method.faithful=true"], {"task", "conr", "faithful_conr"}),
     "bmc": (BMC, {"task", "sigma"}),
     "all_bmc_faithful": ([*BMC, *SQINV_LDS, *FDS, "method.faithful=true", *RANKSIM, *CONR_ON],
                          {"task", "weights", "fds", "ranksim", "conr", "sigma"}),
@@ -232,6 +234,12 @@ def test_one_training_step_backpropagates_each_configured_term(data_root, name):
             other = hand_terms(changed, reference, sigma, batch, weights, epoch)["ranksim"]
             assert far(flat(gradient(other)), flat(per_term["ranksim"])), "the feature routing is invisible"
         shown.add("fds")
+    if "faithful_conr" in expected_terms:  # the authors' denominator must show against the fixed one
+        changed = copy.deepcopy(cfg)
+        changed.method.faithful = not cfg.method.faithful
+        other = hand_terms(changed, reference, sigma, batch, weights, epoch)["conr"]
+        assert far(flat(gradient(other)), flat(per_term["conr"])), "ConR's faithful denominator is invisible"
+        shown.add("faithful_conr")
     if sigma is not None:
         assert got[-1].abs() > 0, "noise sigma gets no gradient"
         shown.add("sigma")
