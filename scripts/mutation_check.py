@@ -37,7 +37,7 @@ class Mutation:
     path: str               # file, relative to the repository root
     old: str                # must occur exactly once in the file
     new: str
-    tests: tuple[str, ...]  # test files that must catch it
+    tests: tuple[str, ...]  # test files (or pytest node ids) that must catch it
     why: str                # what the bug would mean
 
 
@@ -88,7 +88,8 @@ MUTATIONS = [
              ("tests/test_training_protocol.py",), "a flat validation history never stops STS-B runs"),
     Mutation("RRT stage 2 trains the encoder", "ranksim/engine.py",
              'param.requires_grad = name.startswith("head.linear.")', "param.requires_grad = True",
-             ("tests/test_checkpoints.py",), "RRT rows retrain the whole network"),
+             ("tests/test_pipeline.py::test_rrt_loads_stage1_encoder_and_trains_only_the_regressor",),
+             "RRT rows retrain the whole network"),
     # -- the kernels (caught before issue 28) --
     Mutation("blackbox backward sign flipped", "ranksim/ranking.py",
              "grad = rank_normalised(perturbed).sub_(ranks)", "grad = ranks.sub(rank_normalised(perturbed))",
@@ -135,9 +136,9 @@ MUTATIONS = [
     Mutation("collector keeps duplicate seeds", "ranksim/report.py",
              "if run.seed in by_seed:", "if False:", ("tests/test_report.py",),
              "a seed run twice counts twice in mean and std"),
-    Mutation("collector shows the authors' numbers on every row of a shared title", "ranksim/report.py",
-             '"theirs": None if shared else reference.get(', '"theirs": reference.get(', ("tests/test_report.py",),
-             "ablation rows claim the paper's number"),
+    Mutation("collector reports the population std over seeds", "ranksim/report.py",
+             "statistics.stdev(values)", "statistics.pstdev(values)", ("tests/test_report.py",),
+             "the spread over seeds is understated"),
 ]
 
 
