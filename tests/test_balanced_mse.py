@@ -157,6 +157,24 @@ def test_bni_keeps_one_bucket_per_age_above_120_as_on_imdb_wiki():
     assert value.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_bni_buckets_at_the_lowest_age_get_no_mass_from_outside_the_range():
+    """LDS pads with zeros (SPEC 3, mode='constant'): counts 3 @ 0 and 1 @ 1 with the window
+    [0.5, 1, 0.5] give 3.5 @ 0, 2.5 @ 1, 0.5 @ 2. Reflecting at the edge would add 0.5 * 3 to age 0."""
+    labels = np.array([0, 0, 0, 1], dtype=np.float32)
+    centres, weights = bni_buckets(labels, "age", lds=True, lds_kernel="triang", lds_ks=3)
+    assert centres.tolist() == [0, 1, 2]
+    assert weights.tolist() == pytest.approx([3.5 / 6.5, 2.5 / 6.5, 0.5 / 6.5])
+
+
+def test_bni_buckets_on_sts_b_are_bin_centres_on_the_training_scale():
+    """STS-B bins are [k/10, (k+1)/10), 5.0 in bin 49; their centres are (k + 0.5) / 10, and the
+    model trains on score / 5. Scores 0, 0.05 | 0.15 | 2.5 | 4.95, 5 fill bins 0, 1, 25, 49."""
+    labels = np.array([0.0, 0.05, 0.15, 2.5, 4.95, 5.0], dtype=np.float32)
+    centres, weights = bni_buckets(labels, "sts_b", target_scale=5.0)
+    assert centres.tolist() == pytest.approx([0.05 / 5, 0.15 / 5, 2.55 / 5, 4.95 / 5])
+    assert weights.tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 2 / 6])
+
+
 def test_loss_module_state_is_plain_tensors():
     labels = np.random.default_rng(0).integers(0, 60, 500).astype(np.float32)
     for variant in ("bmc", "gai", "bni"):

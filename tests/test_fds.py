@@ -424,3 +424,47 @@ def test_bad_arguments():
         FDS(4, binning="imdb")
     with pytest.raises(ValueError, match="clip"):
         FDS(4, clip_min=2.0, clip_max=1.0)
+
+
+# ----------------------------------------------------------------------------- the variance clip
+
+@pytest.mark.parametrize("setting", [AGE, STS], ids=["age", "sts_b"])
+def test_variance_ratio_is_clipped_at_both_ends(setting):
+    """Ratios var_smooth / var of 0.01 and 100 fall outside both settings' ranges (age (0.1, 10),
+    STS-B (0.5, 2)) and are clipped to them; 1.21 lies inside both and is kept. With mu = 1 and
+    mu_smooth = 3, a feature of 5 becomes (5 - 1) * sqrt(ratio) + 3."""
+    fds = FDS(3, **setting)
+    with torch.no_grad():
+        fds.running_mean_last_epoch.fill_(1.0)
+        fds.smoothed_mean_last_epoch.fill_(3.0)
+        fds.running_var_last_epoch.fill_(4.0)
+        fds.smoothed_var_last_epoch.copy_(torch.tensor([0.04, 400.0, 4.84]).expand_as(fds.smoothed_var_last_epoch))
+    label = torch.tensor([0.15 if setting["binning"] == "sts_b" else setting["bucket_start"] + 1.0])  # bucket 1
+    out = fds.smooth(torch.full((1, 3), 5.0), label, epoch=1)
+    low, high = setting["clip_min"], setting["clip_max"]
+    expected = [4 * low ** 0.5 + 3, 4 * high ** 0.5 + 3, 4 * 1.1 + 3]
+    torch.testing.assert_close(out[0], torch.tensor(expected), rtol=1e-6, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the head's routing
+
+@pytest.mark.parametrize("faithful", [True, False], ids=["faithful", "fixed"])
+def test_head_routes_smoothed_features_to_the_regressor_and_the_configured_ones_to_ranksim(faithful):
+    """SPEC 4 and 2.3 step 7: the regressor always sees the calibrated features; the features the
+    head returns (those RankSim and the statistics pass use) are the calibrated ones in faithful
+    mode and the encoder's own in fixed mode. In eval mode nothing is calibrated."""
+    from ranksim.models.head import RegressionHead
+
+    fds, g = trained_fds(faithful=faithful)
+    head = RegressionHead(6, fds).train()
+    labels = make_labels(AGE, 12, g)
+    z = make_features(labels, 6, g)
+    smoothed = fds.smooth(z, labels, epoch=3)
+    assert not torch.allclose(smoothed, z)
+    pred, returned = head(z, labels, 3)
+    torch.testing.assert_close(pred, smoothed @ head.linear.weight.T + head.linear.bias)
+    assert torch.equal(returned, smoothed if faithful else z)
+    head.eval()
+    pred, returned = head(z, labels, 3)
+    assert torch.equal(returned, z)
+    torch.testing.assert_close(pred, z @ head.linear.weight.T + head.linear.bias)

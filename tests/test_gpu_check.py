@@ -2,8 +2,9 @@
 
 The script's GPU run cannot happen here; what can rot without a GPU is the script itself, the
 benchmarks it calls, the report's parsing and the projection, so the CPU run below goes through
-all of them (with step 1 given a 1-second limit, which also checks that a step that runs out of
-time is reported and does not stop the others).
+all of them. Step 1 is given a test that sleeps far past its limit, which checks that a step
+that runs out of time is reported and does not stop the others; the other steps get limits far
+above what they need, so that a loaded machine cannot make the test fail.
 """
 
 import json
@@ -102,11 +103,18 @@ def test_bench_train_table_ratio_is_to_the_authors_side_of_the_same_batch():
 
 def test_gpu_check_script_on_cpu(tmp_path):
     """The whole script at its CPU size: it finishes, writes the report and the raw JSON, says that
-    it is not on a GPU, and reports step 1 (given 1 s) as out of time while the others run."""
+    it is not on a GPU, and reports step 1 (a test that sleeps past its limit) as out of time
+    while the others run."""
     out = tmp_path / "gpu_check"
-    env = dict(os.environ, PY=sys.executable, GPU_CHECK_T_TESTS="1")
-    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-tiny", "--out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+    sleeper = tmp_path / "sleeper" / "test_sleeps.py"
+    sleeper.parent.mkdir()
+    sleeper.write_text("import time\nimport pytest\n\n\n@pytest.mark.cuda\ndef test_sleeps():\n"
+                       "    time.sleep(3600)\n")
+    generous = "1800"  # the CPU steps take seconds; only a hang reaches this
+    env = dict(os.environ, PY=sys.executable, GPU_CHECK_T_TESTS="5", GPU_CHECK_T_BENCH=generous,
+               GPU_CHECK_T_EPOCH=generous, GPU_CHECK_T_REPORT=generous)
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--cpu-tiny", "--out", str(out), "--tests", str(sleeper)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=3 * 1800 + 60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     steps = {s["name"]: s for s in map(json.loads, (out / "steps.jsonl").read_text().splitlines())}
     assert steps["cuda_tests"]["status"] == "timeout"

@@ -12,7 +12,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from ranksim.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, fds_buckets, label_bins
 from ranksim.metrics import (per_label_errors, shot_metrics, shot_metrics_sts_b, shot_regions,
@@ -23,6 +22,23 @@ from ranksim.metrics import (per_label_errors, shot_metrics, shot_metrics_sts_b,
 
 def ref_sts_bin(label):
     return sum(1 for k in range(1, 50) if np.float32(k / 10) <= np.float32(label))
+
+
+def ref_pearson(a, b):
+    """sum((a - mean a)(b - mean b)) / sqrt(sum((a - mean a)^2) sum((b - mean b)^2))."""
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b))
+    return cov / math.sqrt(sum((x - mean_a) ** 2 for x in a) * sum((y - mean_b) ** 2 for y in b))
+
+
+def ref_average_ranks(values):
+    """1-based ranks; tied values share the mean of the positions they occupy (integer ages tie)."""
+    return [sum(v < x for v in values) + (sum(v == x for v in values) + 1) / 2 for x in values]
+
+
+def ref_spearman(a, b):
+    """Pearson's formula on the average ranks."""
+    return ref_pearson(ref_average_ranks(a), ref_average_ranks(b))
 
 
 def ref_region_metrics(preds, labels, bin_of=int):
@@ -42,8 +58,8 @@ def ref_region_metrics(preds, labels, bin_of=int):
         "mse": sum(e * e for e in errors) / len(errors),
         "mae": sum(abs(e) for e in errors) / len(errors),
         "gm": math.exp(sum(logs) / len(logs)),
-        "pearson": None if constant else stats.pearsonr(preds, labels)[0],
-        "spearman": None if constant else stats.spearmanr(preds, labels)[0],
+        "pearson": None if constant else ref_pearson(preds, labels),
+        "spearman": None if constant else ref_spearman(preds, labels),
         "count": len(errors),
         "bmse": sum(bin_mse) / len(bin_mse),
         "bmae": sum(bin_mae) / len(bin_mae),

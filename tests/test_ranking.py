@@ -51,15 +51,28 @@ class RefRowRanker(torch.autograd.Function):
         return -(ranks - ranks_prime) / (ctx.lam + LAMBDA_EPS), None
 
 
-def ref_regularizer(features, targets, lam):
-    """Per-row loop of SPEC 2.3 on an already de-duplicated batch."""
+def ref_label_ranks_row(labels, i):
+    """(rank + 1) / m of -|y_i - y_j| over j, equal distances ranked smaller label first (the
+    module's documented rule), by sorting (distance, label) pairs one row at a time."""
+    m = labels.numel()
+    order = sorted(range(m), key=lambda j: (abs(float(labels[i]) - float(labels[j])), float(labels[j])))
+    ranks = torch.empty(m, dtype=torch.float64)
+    for position, j in enumerate(order):
+        ranks[j] = (position + 1) / m
+    return ranks.to(labels.device)
+
+
+def ref_regularizer(features, targets, lam, label_ranks_row=None):
+    """Per-row loop of SPEC 2.3 on an already de-duplicated batch; ``label_ranks_row(y, i)`` gives
+    row i's label ranks (default: argsort of argsort, valid when no label row has ties)."""
     m = features.shape[0]
     x = F.normalize(features.reshape(m, -1), dim=1)
     sim = x @ x.T
     y = targets.reshape(m).to(torch.float64)
     loss = 0.0
     for i in range(m):
-        label_ranks = ref_rank_row(-(y[i] - y).abs()).to(sim.dtype)
+        label_ranks = (ref_rank_row(-(y[i] - y).abs()) if label_ranks_row is None
+                       else label_ranks_row(y, i)).to(sim.dtype)
         feature_ranks = RefRowRanker.apply(sim[i], lam)
         loss = loss + ((feature_ranks - label_ranks) ** 2).mean()
     return loss
@@ -202,6 +215,43 @@ def test_regularizer_value_and_gradient_equal_the_row_loop(device, batch, sort_p
     if batch > 2:  # with two samples the self-similarity always ranks first: no gradient
         assert ours_in.grad.abs().sum() > 0
 
+
+@pytest.mark.parametrize("lam", [0.3, 5.0, 40.0])
+def test_regularizer_at_other_lambdas_equals_the_row_loop(device, lam, sort_path):
+    """Lambda only enters the backward: small ones flip few ranks, large ones many; every one
+    gives the loop's gradient, and they differ from each other."""
+    g = torch.Generator().manual_seed(21)
+    features = torch.randn(12, 5, generator=g, dtype=torch.float64).to(device)
+    targets = tie_free_targets(12, g, device)
+    grads = {}
+    for value in (lam, 2.0):
+        ours_in = features.clone().requires_grad_(True)
+        batchwise_ranking_regularizer(ours_in, targets, value).mul(50.0).backward()
+        ref_in = features.clone().requires_grad_(True)
+        ref_regularizer(ref_in, targets, value).mul(50.0).backward()
+        torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
+        grads[value] = ours_in.grad
+    assert grads[lam].abs().sum() > 0
+    assert not torch.allclose(grads[lam], grads[2.0])
+
+
+@pytest.mark.parametrize("lam", [0.5, 2.0])
+def test_integer_labels_with_tied_distances_equal_the_row_loop(device, lam, sort_path):
+    """Integer ages, the realistic case: y_i - a and y_i + a tie in row i. Value and gradient
+    equal the loop whose label ranks send the smaller label first."""
+    g = torch.Generator().manual_seed(22)
+    ages = torch.randperm(30, generator=g)[:16].double() + 20  # distinct, many equal distances
+    assert any(len({abs(a - b) for b in ages.tolist()}) < 16 for a in ages.tolist())
+    features = torch.randn(16, 6, generator=g, dtype=torch.float64).to(device)
+    ours_in = features.clone().requires_grad_(True)
+    ours = batchwise_ranking_regularizer(ours_in, ages.to(device), lam)
+    ours.mul(20.0).backward()
+    ref_in = features.clone().requires_grad_(True)
+    ref = ref_regularizer(ref_in, ages.to(device), lam, label_ranks_row=ref_label_ranks_row)
+    ref.mul(20.0).backward()
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=0)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
+    assert ours_in.grad.abs().sum() > 0
 
 def test_float32_regularizer_equals_the_float32_row_loop(device, sort_path):
     g = torch.Generator().manual_seed(8)

@@ -34,6 +34,8 @@ from ranksim.data.sts_b.rebuild_split import rebuild_splits
 from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv
 from ranksim.data.sts_b.text import PAD, UNK, build_vocab, encode, tokenise_split, tokenize
 from ranksim.errors import UserError
+from ranksim.fds import FDS
+from ranksim.regularizer import batchwise_ranking_regularizer
 
 from conftest import needs_real_split, real_split_dir, require_real_split
 
@@ -447,7 +449,6 @@ def test_download_falls_back_to_head_and_serves_over_http(tmp_path, http_dir, mo
     assert [u.startswith(head) for u in calls] == [False, True] * 3
     assert capsys.readouterr().out.count("(differs)") == 3
 
-    pytest.importorskip("ranksim.data.download")
     monkeypatch.undo()
     assert prepare_sts_b_main(["--root", str(tmp_path / "b"), "--source", "dir", "--base-url", base]) == 0
     for name in SPLIT_FILES.values():
@@ -456,7 +457,6 @@ def test_download_falls_back_to_head_and_serves_over_http(tmp_path, http_dir, mo
 
 @needs_real
 def test_download_over_local_http(tmp_path, http_dir):
-    pytest.importorskip("ranksim.data.download")
     www, base = http_dir
     for name in SPLIT_FILES.values():
         shutil.copyfile(REAL_ROOT / name, www / name)
@@ -470,7 +470,6 @@ def test_download_over_local_http(tmp_path, http_dir):
 
 @needs_real
 def test_glove_command_over_local_http_then_load(tmp_path, http_dir, real_data, capsys):
-    pytest.importorskip("ranksim.data.download")
     www, base = http_dir
     known, text = tiny_glove()
     with zipfile.ZipFile(www / "glove.zip", "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -562,13 +561,12 @@ def test_max_pool_ignores_padding():
 
 
 def test_model_with_ranksim_regularizer():
-    regularizer = pytest.importorskip("ranksim.regularizer")
     from ranksim.models.bilstm import BiLSTMRegressor
     torch.manual_seed(0)
     inputs, targets = small_batch(b=8)
     model = BiLSTMRegressor(50, embedding_dim=16, hidden_size=8).train()
     pred, features = model(inputs, targets, 0)
-    reg = regularizer.batchwise_ranking_regularizer(features, targets, 2.0)
+    reg = batchwise_ranking_regularizer(features, targets, 2.0)
     assert reg.dim() == 0 and torch.isfinite(reg)
     (((pred - targets / 5) ** 2).mean() + 3e-4 * reg).backward()
     assert model.lstm.weight_ih_l0.grad.abs().sum() > 0
@@ -580,17 +578,15 @@ def test_model_with_fds_and_ranksim():
     Statistics are updated at the end of epochs 0 and 1 (SPEC 4), so epoch 2 is calibrated with
     non-trivial statistics: the prediction then differs from the linear layer on the raw features.
     """
-    fds_module = pytest.importorskip("ranksim.fds")
-    regularizer = pytest.importorskip("ranksim.regularizer")
     from ranksim.models.bilstm import BiLSTMRegressor
     torch.manual_seed(0)
     inputs, targets = small_batch(b=8)
-    fds = fds_module.FDS(64, bucket_num=50, bucket_start=0, binning="sts_b", clip_min=0.5, clip_max=2.0)
+    fds = FDS(64, bucket_num=50, bucket_start=0, binning="sts_b", clip_min=0.5, clip_max=2.0)
     model = BiLSTMRegressor(50, embedding_dim=16, hidden_size=8, dropout=0.0, fds=fds).train()
     for epoch in (0, 1, 2):
         pred, features = model(inputs, targets, epoch)
         assert pred.shape == (8, 1) and features.shape == (8, 64)
-        reg = regularizer.batchwise_ranking_regularizer(features, targets, 2.0)
+        reg = batchwise_ranking_regularizer(features, targets, 2.0)
         loss = ((pred - targets / 5) ** 2).mean() + 3e-4 * reg
         assert torch.isfinite(loss)
         model.zero_grad()
