@@ -73,7 +73,12 @@ def _reduce(per_sample: torch.Tensor, weights: torch.Tensor | None, noise_var: t
 
 
 def bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
-    """BMC: cross-entropy of ``-(p_i - y_j)^2 / (2 nv)`` over the batch with class ``i`` for row ``i``."""
+    """BMC: cross-entropy of ``-(p_i - y_j)^2 / (2 nv)`` over the batch with class ``i`` for row ``i``.
+
+    Balanced MSE (Ren et al., CVPR 2022, arXiv 2203.16427). ``pred``, ``target`` ``(B,)`` or
+    ``(B, 1)``, ``noise_var`` a scalar tensor (``sigma ** 2``), ``weights`` ``None`` or ``(B,)``; a
+    scalar out.
+    """
     p, y, w = _inputs(pred, target, weights)
     logits = -(p[:, None] - y[None, :]) ** 2 / (2 * noise_var)
     per_sample = F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device), reduction="none")
@@ -186,6 +191,10 @@ def bni_buckets(train_labels, binning: str, target_scale: float = 1.0, lds: bool
 
 class BalancedMSELoss(nn.Module):
     """The loss ``method.loss: bmse``: a callable ``(pred, target, weights=None)`` with state.
+
+    Balanced MSE (Ren, Zhang, Yu, Liu, CVPR 2022, arXiv 2203.16427), ``variant`` ``'bmc'``,
+    ``'gai'`` or ``'bni'``. ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or
+    ``(B,)``; a scalar out. ``train_labels`` ``(N,)`` (GAI and BNI fit their density to them).
 
     ``noise_sigma`` is a parameter (the caller puts it in its own optimizer group); GAI's mixture
     and BNI's buckets are buffers. All of it is in :meth:`state_dict` as plain tensors, so a

@@ -40,7 +40,12 @@ def _column(name: str, tensor: torch.Tensor, n: int) -> torch.Tensor:
 def conr_loss(features: torch.Tensor, targets: torch.Tensor, preds: torch.Tensor,
               weights: torch.Tensor | None = None, threshold: float = 1.0, temperature: float = 0.07,
               push: float = 0.01, faithful: bool = False) -> torch.Tensor:
-    """ConR of ``N`` samples (see the module docstring); ``features`` ``(N, D)``, a scalar out."""
+    """ConR of ``N`` samples (see the module docstring); ``features`` ``(N, D)``, a scalar out.
+
+    Keramati, Meng, Evans, ICLR 2024 (arXiv 2309.06651). ``targets``, ``preds`` ``(N,)`` or
+    ``(N, 1)``, ``weights`` ``None`` or ``(N,)``; the authors' AgeDB-DIR settings are the defaults
+    (``threshold=1, temperature=0.07, push=0.01``), with loss weight 4.
+    """
     if features.dim() != 2 or features.shape[0] == 0:
         raise ValueError(f"features must have shape (N, D) with N >= 1, got {tuple(features.shape)}")
     if not temperature > 0:

@@ -107,6 +107,13 @@ def _end_alias_on_load(module: "FDS", incompatible_keys) -> None:
 class FDS(nn.Module):
     """Feature Distribution Smoothing; see the module docstring for the method and the quirks.
 
+    Yang, Zha, Chen, Wang, Katabi, "Delving into Deep Imbalanced Regression", ICML 2021
+    (arXiv 2102.09554). :meth:`smooth` takes features ``(N, D)`` and labels ``(N,)`` or ``(N, 1)``
+    and returns calibrated ``(N, D)`` features; :meth:`update_running_stats` takes the features
+    ``(N, D)`` and labels of the whole training set after each epoch. The paper's settings are
+    the defaults (gaussian, ``ks = 5``, ``sigma = 2``, momentum 0.9) with, on STS-B-DIR,
+    ``bucket_num=50, bucket_start=0, clip_min=0.5, clip_max=2, binning='sts_b'``.
+
     Args:
         feature_dim: ``D``, the size of the features.
         bucket_num, bucket_start: buckets are the label bins ``bucket_start .. bucket_num - 1``

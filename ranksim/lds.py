@@ -147,7 +147,10 @@ def label_density(labels, reweight: str = "sqrt_inv", lds: bool = False, lds_ker
 def prepare_weights(labels, reweight: str = "none", lds: bool = False, lds_kernel: str = "gaussian",
                     lds_ks: int = 5, lds_sigma: float = 2, max_target: int = 121, binning: str = "age",
                     faithful: bool = False) -> np.ndarray:
-    """Per-sample training weights for weighted losses (SPEC 3).
+    """Per-sample training weights for weighted losses (SPEC 3): INV / SQINV re-weighting and LDS.
+
+    Yang, Zha, Chen, Wang, Katabi, "Delving into Deep Imbalanced Regression", ICML 2021
+    (arXiv 2102.09554).
 
     Args:
         labels: training labels, ``(N,)`` or ``(N, 1)``; numpy array, list or tensor.

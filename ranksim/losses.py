@@ -64,20 +64,29 @@ def _focal_factor(abs_err: torch.Tensor, activate: str, beta: float, gamma: floa
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean squared error."""
+    """Weighted mean squared error.
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``/``(B, 1)``; scalar out (DIR, arXiv 2102.09554).
+    """
     err, w = _error_and_weights(pred, target, weights)
     return _weighted_mean(err ** 2, w)
 
 
 def l1(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Weighted mean absolute error."""
+    """Weighted mean absolute error.
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``/``(B, 1)``; scalar out (DIR, arXiv 2102.09554).
+    """
     err, w = _error_and_weights(pred, target, weights)
     return _weighted_mean(err.abs(), w)
 
 
 def huber(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
           beta: float = 1.0) -> torch.Tensor:
-    """Weighted Huber loss with threshold ``beta > 0``."""
+    """Weighted Huber loss with threshold ``beta > 0``.
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``/``(B, 1)``; scalar out (DIR, arXiv 2102.09554).
+    """
     if not beta > 0:
         raise ValueError(f"huber beta must be > 0, got {beta!r}")
     err, w = _error_and_weights(pred, target, weights)
@@ -88,7 +97,10 @@ def huber(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None
 
 def focal_l1(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
              activate: str = "sigmoid", beta: float = 0.2, gamma: float = 1.0) -> torch.Tensor:
-    """Weighted Focal-R L1: ``|e| * f(|e|)`` (see the module docstring)."""
+    """Weighted Focal-R L1: ``|e| * f(|e|)`` (see the module docstring).
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``/``(B, 1)``; scalar out (DIR, arXiv 2102.09554).
+    """
     err, w = _error_and_weights(pred, target, weights)
     abs_err = err.abs()
     return _weighted_mean(abs_err * _focal_factor(abs_err, activate, beta, gamma), w)
@@ -96,7 +108,10 @@ def focal_l1(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | N
 
 def focal_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
               activate: str = "sigmoid", beta: float = 0.2, gamma: float = 1.0) -> torch.Tensor:
-    """Weighted Focal-R MSE: ``e ** 2 * f(|e|)`` (see the module docstring)."""
+    """Weighted Focal-R MSE: ``e ** 2 * f(|e|)`` (see the module docstring).
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``/``(B, 1)``; scalar out (DIR, arXiv 2102.09554).
+    """
     err, w = _error_and_weights(pred, target, weights)
     return _weighted_mean(err ** 2 * _focal_factor(err.abs(), activate, beta, gamma), w)
 
@@ -135,6 +150,9 @@ def build_loss(method, train_labels, binning: str = "age", target_scale: float =
 
 def get_loss(name: str, **params) -> Callable[..., torch.Tensor]:
     """The loss ``name`` with its extra parameters bound: a callable ``(pred, target, weights=None)``.
+
+    ``pred``, ``target`` ``(B,)`` or ``(B, 1)``, ``weights`` ``None`` or ``(B,)``; a scalar out. The
+    losses of the DIR benchmark (Yang et al., ICML 2021, arXiv 2102.09554); see the module docstring.
 
     Unknown names and unknown parameters raise a ``ValueError`` that lists the valid ones.
     """

@@ -62,7 +62,11 @@ def _preds_and_labels(preds, labels):
 
 
 def shot_regions(labels, train_labels, many_shot_thr: int = 100, low_shot_thr: int = 20) -> np.ndarray:
-    """Region of each test label (age binning): ``(N,)`` array of ``'many'|'medium'|'few'``."""
+    """Region of each test label (age binning): ``(N,)`` array of ``'many'|'medium'|'few'``.
+
+    ``labels`` ``(N,)`` and ``train_labels`` ``(M,)`` (or ``(., 1)``); the regions of Yang et al.,
+    ICML 2021 (arXiv 2102.09554).
+    """
     test_bins = label_bins(_as_1d("labels", labels), "age")
     train_bins, train_counts = np.unique(label_bins(_as_1d("train_labels", train_labels), "age"),
                                          return_counts=True)
@@ -75,7 +79,11 @@ def shot_regions(labels, train_labels, many_shot_thr: int = 100, low_shot_thr: i
 
 
 def shot_regions_sts_b(labels) -> np.ndarray:
-    """Region of each STS-B label from the fixed bin lists: ``(N,)`` array of region names."""
+    """Region of each STS-B label from the fixed bin lists: ``(N,)`` array of region names.
+
+    ``labels`` ``(N,)`` or ``(N, 1)`` scores in [0, 5]; the regions of Yang et al., ICML 2021
+    (arXiv 2102.09554).
+    """
     bins = label_bins(_as_1d("labels", labels), "sts_b")
     lookup = np.empty(STS_B_NUM_BINS, dtype="<U6")
     for region in REGIONS:  # three fixed lists, not a loop over the data
@@ -136,14 +144,24 @@ def metrics_by_region(preds, labels, regions, binning: str = "age") -> dict:
 
 
 def shot_metrics(preds, labels, train_labels, many_shot_thr: int = 100, low_shot_thr: int = 20) -> dict:
-    """Age shot metrics (SPEC 5); regions from the training count of each integer age."""
+    """Age shot metrics (SPEC 5); regions from the training count of each integer age.
+
+    ``preds``, ``labels`` ``(N,)`` or ``(N, 1)``, ``train_labels`` ``(M,)``; returns
+    ``{'all'|'many'|'medium'|'few': {'mae', 'mse', 'gm', ...}}`` (see the module docstring). The
+    shot regions and metrics of Yang et al., ICML 2021 (arXiv 2102.09554), reported by RankSim.
+    """
     p, y = _preds_and_labels(preds, labels)
     regions = shot_regions(y, train_labels, many_shot_thr=many_shot_thr, low_shot_thr=low_shot_thr)
     return metrics_by_region(p, y, regions)
 
 
 def shot_metrics_sts_b(preds, labels) -> dict:
-    """STS-B shot metrics (SPEC 5); regions from the fixed bin lists. Same units for both inputs."""
+    """STS-B shot metrics (SPEC 5); regions from the fixed bin lists. Same units for both inputs.
+
+    ``preds``, ``labels`` ``(N,)`` or ``(N, 1)`` scores; returns
+    ``{'all'|'many'|'medium'|'few': {'mse', 'pearson', ...}}``. The shot regions of Yang et al.,
+    ICML 2021 (arXiv 2102.09554), reported by RankSim.
+    """
     p, y = _preds_and_labels(preds, labels)
     return metrics_by_region(p, y, shot_regions_sts_b(y), binning="sts_b")
 

@@ -153,6 +153,11 @@ def batchwise_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor,
                                   center_features: bool = False) -> torch.Tensor:
     """The RankSim regularizer of one batch (see the module docstring).
 
+    Gong, Mori, Tung, "RankSim: Ranking Similarity Regularization for Deep Imbalanced
+    Regression", ICML 2022 (arXiv 2205.15236). The training loss is
+    ``task_loss + gamma * batchwise_ranking_regularizer(features, targets, lam)``; the paper uses
+    ``gamma = 100, lam = 2`` on AgeDB-DIR and IMDB-WIKI-DIR, ``gamma = 3e-4, lam = 2`` on STS-B-DIR.
+
     Args:
         features: ``(B, ...)`` encoder features, any trailing shape (flattened per sample), any
             float dtype and device. bf16/fp16 features are ranked in float32.
