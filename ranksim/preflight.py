@@ -40,7 +40,9 @@ logger = logging.getLogger("ranksim.preflight")
 
 WARMUP_ITERS = 2          # training iterations of each epoch left out of the rate (worker start-up, kernel selection)
 IMAGES_SAMPLED = 32       # images decoded by the data check
-LOADER_SLOWER = 1.0       # flag a row whose loader alone delivers fewer samples/s than training consumes
+# Flag a row whose loader alone is less than this many times as fast as training with loading: it
+# then sets the pace (the threshold of scripts/gpu_check_report.py's bottleneck verdict).
+LOADER_HEADROOM = 1.3
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,17 +277,24 @@ def _rate(marks: list[float], samples: list[int], skip: int) -> float | None:
     return sum(samples[skip:len(marks) - 1]) / seconds if seconds > 0 else None
 
 
-def _loader_rate(loader, batches: int) -> float | None:
-    """Samples per second of ``loader`` alone, after its first batch (worker start-up)."""
+def _loader_rate(loader, workers: int, iters: int) -> float | None:
+    """Samples per second of ``loader`` alone in steady state.
+
+    The workers start together and their first batches arrive almost at once, which would
+    overstate the rate; so ``3 × workers`` batches are read (at least ``iters``) and the first
+    ``workers`` of them are left out.
+    """
     marks, samples = [], []
+    wanted = min(max(iters, 3 * workers), len(loader))
     for step, batch in enumerate(loader):
         marks.append(time.perf_counter())
         samples.append(len(batch[1]))
-        if step >= batches:
+        if step + 1 >= wanted:
             break
-    if len(marks) < 2 or marks[-1] <= marks[0]:
+    skip = min(max(workers, 1), len(marks) - 2)
+    if skip < 0 or marks[-1] <= marks[skip]:
         return None
-    return sum(samples[1:]) / (marks[-1] - marks[0])
+    return sum(samples[skip + 1:]) / (marks[-1] - marks[skip])
 
 
 def _eval_rate(trainer, dataset, synchronize) -> float | None:
@@ -364,7 +373,7 @@ def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> di
     # Measured after training, on the same subset: the rate of the forward pass that validation,
     # the FDS statistics and the test run, and of the training loader without the model.
     eval_rate = _eval_rate(trainer, trainer.data.val, synchronize)
-    loader_rate = _loader_rate(few.loader, iters)
+    loader_rate = _loader_rate(few.loader, cfg.data.num_workers, iters)
     trainer.train_loader = few.loader
     marks = few.epochs[-1]
     epoch_samples = few.samples[len(few.samples) - (len(marks) - 1):]
@@ -381,9 +390,12 @@ def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> di
               "fds_pass_samples": min(eval_size, sizes["train"]) if fds else None,
               "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None,
               "test_mae": (results["metrics"]["all"] or {}).get("mae"),
-              "loader_slower": bool(loader_rate and train_rate and loader_rate < LOADER_SLOWER * train_rate)}
+              "loader_slower": bool(loader_rate and train_rate and loader_rate < LOADER_HEADROOM * train_rate)}
     if train_rate and eval_rate:
-        record["projection"] = project_row(sizes, {"train": train_rate, "eval": eval_rate}, fds)
+        # A few iterations can run on batches the workers had prefetched; a whole epoch cannot
+        # go faster than its loader.
+        rates = {"train": min(train_rate, loader_rate or train_rate), "eval": eval_rate}
+        record["projection"] = project_row(sizes, rates, fds)
     record["seconds"] = time.perf_counter() - started
     return record
 
@@ -403,7 +415,7 @@ def render(rows: dict, data: DataCheck, total: float | None, machine: str) -> li
         if r["status"] != "ok":
             lines.append(f"| {name} | **{r['status'].upper()}**: {r.get('error', '')} | | | | | | |")
             continue
-        flag = " **loader slower than the model**" if r["loader_slower"] else ""
+        flag = " **the loader sets the pace**" if r["loader_slower"] else ""
         p = r.get("projection") or {}
         lines.append(f"| {name} | ok | {_fmt(r['train_it_per_s'], '{:.2f}')} | {_fmt(r['train_samples_per_s'])} / "
                      f"{_fmt(r['eval_samples_per_s'])} / {_fmt(r['loader_samples_per_s'])}{flag} | "

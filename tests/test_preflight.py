@@ -114,7 +114,8 @@ def test_preflight_runs_every_row_reports_the_failed_one_and_writes_nothing_unde
         assert [r["sizes"][s] for s in ("train", "val", "test")] == [splits[s] for s in ("train", "val", "test")]
         assert r["train_samples_per_s"] > 0 and r["eval_samples_per_s"] > 0 and r["loader_samples_per_s"] > 0
         assert math.isclose(r["projection"]["seconds"], row_seconds(
-            {**r["sizes"], "epochs": 2}, r["train_samples_per_s"], r["eval_samples_per_s"], 1, int(r["fds"])))
+            {**r["sizes"], "epochs": 2}, min(r["train_samples_per_s"], r["loader_samples_per_s"]),
+            r["eval_samples_per_s"], 1, int(r["fds"])))
     assert math.isclose(report["table_seconds"], sum(rows[r]["projection"]["seconds"] for r in ("vanilla", "fds", "rrt")))
     assert "| vanilla_ranksim | **FAILED**" in out and "table total, one seed" in out
 
@@ -132,3 +133,45 @@ def test_preflight_keeps_its_scratch_folder_and_refuses_an_existing_one(tmp_path
     assert "already exists" in capsys.readouterr().err
     assert (scratch / "vanilla").is_dir()
     assert reproduce.main([str(folder), "--keep"]) == 2
+
+
+class SlowLoader:
+    """Batches of 4 samples, the first ``burst`` at once (prefetched by the workers), then one
+    every ``pause`` seconds."""
+
+    def __init__(self, batches: int, burst: int, pause: float):
+        self.batches, self.burst, self.pause = batches, burst, pause
+
+    def __len__(self):
+        return self.batches
+
+    def __iter__(self):
+        import time
+        for i in range(self.batches):
+            if i >= self.burst:
+                time.sleep(self.pause)
+            yield (None, [0] * 4, None)
+
+
+def test_loader_rate_leaves_out_the_prefetched_burst():
+    """2 workers: 6 batches read, the first 2 (the burst) left out, then 4 batches of 4 samples
+    every 0.05 s: 16 samples / 0.2 s = 80 samples/s, where counting the burst would give more."""
+    from ranksim.preflight import _loader_rate
+    rate = _loader_rate(SlowLoader(20, burst=2, pause=0.05), workers=2, iters=3)
+    assert 60 < rate <= 80
+
+
+def test_training_rate_leaves_out_warm_up_iterations():
+    """_FewBatches marks the time after each batch is trained on: with 2 warm-up iterations of 0.1 s
+    and 3 of 0.02 s, the rate is 3 × 4 samples / 0.06 s = 200 samples/s."""
+    import time
+
+    from ranksim.preflight import WARMUP_ITERS, _FewBatches, _rate
+    assert WARMUP_ITERS == 2
+    few = _FewBatches(SlowLoader(10, burst=10, pause=0), limit=5, synchronize=lambda: None)
+    assert len(few) == 5
+    for step, _ in enumerate(few):
+        time.sleep(0.1 if step < 2 else 0.02)
+    marks = few.epochs[-1]
+    assert len(marks) == 6 and len(few.samples) == 5
+    assert 150 < _rate(marks, few.samples, 2) <= 200
