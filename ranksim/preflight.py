@@ -368,6 +368,16 @@ def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> di
         fds_seconds.append(time.perf_counter() - t0)
 
     trainer.update_fds = timed_update_fds
+    smoothed = []  # training batches that the FDS calibration changed: the smoothing ran
+    if trainer.fds is not None:
+        smooth = trainer.fds.smooth
+
+        def counted_smooth(features, labels, epoch):
+            if epoch >= trainer.fds.start_smooth:
+                smoothed.append(epoch)
+            return smooth(features, labels, epoch)
+
+        trainer.fds.smooth = counted_smooth
     trainer.fit()
     results = trainer.test()
     # Measured after training, on the same subset: the rate of the forward pass that validation,
@@ -388,6 +398,7 @@ def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> di
               "eval_samples_per_s": eval_rate, "loader_samples_per_s": loader_rate,
               "fds_pass_s": fds_seconds[-1] if fds and fds_seconds else None,
               "fds_pass_samples": min(eval_size, sizes["train"]) if fds else None,
+              "fds_smoothed_batches": len(smoothed) if fds else None,
               "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if on_cuda else None,
               "test_mae": (results["metrics"]["all"] or {}).get("mae"),
               "loader_slower": bool(loader_rate and train_rate and loader_rate < LOADER_HEADROOM * train_rate)}

@@ -191,8 +191,16 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
                 raise UserError(f"--preflight-iters must be at least 3 (2 warm-up, 1 timed), got {args.preflight_iters}")
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
             scratch = args.preflight_dir or Path("preflight") / f"{folder.name}-{stamp}"
-            return run_preflight(preflight_plans(folder, all_rows, rows, seed, rest), scratch, keep=args.keep,
-                                 iters=args.preflight_iters)
+            plans = preflight_plans(folder, all_rows, rows, seed, rest)
+            handler = logging.StreamHandler(sys.stdout)  # its progress and errors beside the sweep log
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            preflight_log = logging.getLogger("ranksim.preflight")
+            preflight_log.addHandler(handler)
+            preflight_log.setLevel(logging.INFO)
+            try:
+                return run_preflight(plans, scratch, keep=args.keep, iters=args.preflight_iters)
+            finally:
+                preflight_log.removeHandler(handler)
         elif args.keep or args.preflight_dir:
             raise UserError("--keep and --preflight-dir go with --preflight")
         points = make_points(folder, runs, rows, seed, rest)

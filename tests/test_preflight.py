@@ -106,6 +106,8 @@ def test_preflight_runs_every_row_reports_the_failed_one_and_writes_nothing_unde
     assert "TrainingDiverged" in rows["vanilla_ranksim"]["error"]
     assert rows["rrt"]["stage1_checkpoint"] == str((scratch / "vanilla" / "checkpoints" / "best.pt").resolve())
     assert rows["fds"]["fds"] and rows["fds"]["fds_pass_s"] > 0 and rows["vanilla"]["fds_pass_s"] is None
+    assert rows["fds"]["fds_smoothed_batches"] == 3  # epoch 1's three iterations, on epoch 0's statistics (the
+    # statistics pass of the quick-start config's fixed mode runs in eval mode, without smoothing)
     splits = pd.read_csv(data_root / "synthetic.csv")["split"].value_counts()
     for name in ("vanilla", "fds", "rrt"):
         r = rows[name]
