@@ -117,6 +117,8 @@ class DataCheck:
 
 def check_data(configs: list) -> DataCheck:
     """Check each distinct data source among ``configs`` once (the rows of a table share one)."""
+    from ranksim.errors import UserError
+
     result, seen = DataCheck(), set()
     for cfg in configs:
         d = cfg.data
@@ -125,10 +127,13 @@ def check_data(configs: list) -> DataCheck:
             continue
         seen.add(key)
         result.checked.append(f"{d.dataset} at {d.root}")
-        if d.dataset == "sts_b":
-            _check_sts_b(cfg, result)
-        else:
-            _check_age(cfg, result)
+        try:
+            if d.dataset == "sts_b":
+                _check_sts_b(cfg, result)
+            else:
+                _check_age(cfg, result)
+        except UserError as err:  # an unreadable split file, say: its message says what to do
+            result.problems.append(str(err))
     return result
 
 
@@ -238,6 +243,7 @@ class RowPlan:
     config: Path
     overrides: list[str]
     stage1: str | None = None     # the row whose preflight checkpoint this RRT row loads
+    error: str | None = None      # why the row cannot run at all (its config does not load)
 
 
 class _FewBatches:
@@ -459,7 +465,7 @@ def run_preflight(plans: list[RowPlan], scratch: Path, keep: bool = False, iters
         raise UserError(f"{scratch} already exists; remove it or choose another folder with --preflight-dir")
     started = time.perf_counter()
     logger.info("== preflight 1/2: checking the data")
-    data = check_data([load_config(p.config, p.overrides) for p in plans])
+    data = check_data([load_config(p.config, p.overrides) for p in plans if not p.error])
     for line in data.warnings:
         logger.warning("data: %s", line)
     for line in data.problems:
@@ -471,6 +477,10 @@ def run_preflight(plans: list[RowPlan], scratch: Path, keep: bool = False, iters
             rows = {p.name: {"status": "not run", "error": "the data check failed"} for p in plans}
         for i, plan in enumerate(plans if not data.problems else []):
             logger.info("== preflight 2/2: row %d of %d, %s", i + 1, len(plans), plan.name)
+            if plan.error:
+                rows[plan.name] = {"status": "failed", "error": plan.error}
+                logger.error("row %s failed: %s", plan.name, plan.error)
+                continue
             if plan.stage1 and rows.get(plan.stage1, {}).get("status") != "ok":
                 rows[plan.name] = {"status": "not run", "error": f"its stage-1 row {plan.stage1} failed"}
                 continue

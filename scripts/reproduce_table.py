@@ -151,14 +151,20 @@ def preflight_plans(folder: Path, all_rows: list[str], rows: list[str], seed: in
             raise UserError(f"'{text}' after -- is set by the script for every row; use {OWN_KEYS[key]} instead")
     stage1 = {}
     for row in all_rows:
-        match = STAGE1.match(load_config(folder / f"{row}.yaml").method.rrt.stage1)
+        try:
+            match = STAGE1.match(load_config(folder / f"{row}.yaml").method.rrt.stage1)
+        except UserError:
+            continue  # a row whose config does not load is reported below if it was asked for
         if match and match.group(1) in all_rows:
             stage1[row] = match.group(1)
     wanted = set(rows) | {stage1[r] for r in rows if r in stage1}
     plans = [RowPlan(row, folder / f"{row}.yaml", [f"seed={seed}", "logging.progress=false"] + list(extra),
                      stage1.get(row)) for row in all_rows if row in wanted]
     for plan in plans:
-        load_config(plan.config, plan.overrides)  # a bad row or override fails now
+        try:  # a bad row is one failed row of the preflight, not the end of it
+            load_config(plan.config, plan.overrides)
+        except UserError as err:
+            plan.error = f"its config does not load: {err}"
     return plans
 
 

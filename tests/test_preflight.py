@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def table_folder(tmp_path: Path) -> Path:
-    """vanilla, fds, vanilla_ranksim (made to fail: any loss counts as diverged), and an RRT row on
-    vanilla and on vanilla_ranksim."""
+    """vanilla, fds, vanilla_ranksim (made to fail: any loss counts as diverged), focal (a config
+    that does not load), and an RRT row on vanilla and on vanilla_ranksim."""
     folder = tmp_path / "configs" / "t"
     folder.mkdir(parents=True)
     (folder / "base.yaml").write_text(f"_base_: {REPO / 'configs' / 'quickstart' / 'base.yaml'}\n")
@@ -30,6 +30,7 @@ def table_folder(tmp_path: Path) -> Path:
     (folder / "fds.yaml").write_text("_base_: base.yaml\ntitle: FDS\nmethod: {fds: {enabled: true}}\n")
     (folder / "vanilla_ranksim.yaml").write_text("_base_: base.yaml\ntitle: Vanilla + RankSim\n"
                                                  "method: {ranksim: {enabled: true}}\nlogging: {max_loss: 1.0e-9}\n")
+    (folder / "focal.yaml").write_text("_base_: base.yaml\ntitle: Focal-R\nmethod: {losss: focal_l1}\n")  # a typo
     (folder / "rrt.yaml").write_text("_base_: base.yaml\ntitle: RRT\n"
                                      "method: {rrt: {enabled: true, stage1: runs/t/vanilla/seed0}}\n")
     (folder / "rrt_ranksim.yaml").write_text("_base_: base.yaml\ntitle: RRT + RankSim\nmethod: {ranksim: {enabled: true},"
@@ -86,24 +87,26 @@ def test_plans_add_the_stage1_row_of_an_rrt_row(tmp_path):
 
 def test_preflight_runs_every_row_reports_the_failed_one_and_writes_nothing_under_runs(tmp_path, data_root,
                                                                                         monkeypatch, capsys):
-    """Five rows on tiny data: vanilla, fds and rrt pass (rrt on vanilla's preflight checkpoint),
-    vanilla_ranksim fails with its error, rrt_ranksim is not run; status 1; JSON beside the
+    """Six rows on tiny data: vanilla, fds and rrt pass (rrt on vanilla's preflight checkpoint),
+    vanilla_ranksim fails in training and focal at its config, each with its error, rrt_ranksim
+    is not run; status 1; JSON beside the
     scratch folder, which is removed; no runs/ folder."""
     monkeypatch.chdir(tmp_path)
     reproduce = load_script("reproduce_table")
     folder = table_folder(tmp_path)
     scratch = tmp_path / "pf" / "t-1"
     status = reproduce.main([str(folder), "--preflight", "--preflight-dir", str(scratch), "--preflight-iters", "3",
-                             "--rows", "vanilla,fds,vanilla_ranksim,rrt,rrt_ranksim", "--",
+                             "--rows", "vanilla,fds,vanilla_ranksim,focal,rrt,rrt_ranksim", "--",
                              *TINY, f"data.root={data_root}"])
     out = capsys.readouterr().out
     assert status == 1
     assert not scratch.exists() and not (tmp_path / "runs").exists()
     report = json.loads((tmp_path / "pf" / "t-1.json").read_text())
     rows = report["rows"]
-    assert [rows[r]["status"] for r in ("vanilla", "fds", "vanilla_ranksim", "rrt", "rrt_ranksim")] == \
-        ["ok", "ok", "failed", "ok", "not run"]
+    assert [rows[r]["status"] for r in ("vanilla", "fds", "vanilla_ranksim", "focal", "rrt", "rrt_ranksim")] == \
+        ["ok", "ok", "failed", "failed", "ok", "not run"]
     assert "TrainingDiverged" in rows["vanilla_ranksim"]["error"]
+    assert "does not load" in rows["focal"]["error"] and "losss" in rows["focal"]["error"]
     assert rows["rrt"]["stage1_checkpoint"] == str((scratch / "vanilla" / "checkpoints" / "best.pt").resolve())
     assert rows["fds"]["fds"] and rows["fds"]["fds_pass_s"] > 0 and rows["vanilla"]["fds_pass_s"] is None
     assert rows["fds"]["fds_smoothed_batches"] == 3  # epoch 1's three iterations, on epoch 0's statistics (the
