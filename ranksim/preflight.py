@@ -471,6 +471,20 @@ def run_preflight(plans: list[RowPlan], scratch: Path, keep: bool = False, iters
     for line in data.problems:
         logger.error("data: %s", line)
     rows: dict[str, dict] = {}
+    json_path = scratch.with_name(scratch.name + ".json")
+    machine = machine_description()
+
+    def write_report(complete: bool) -> dict:
+        # Rewritten after every row, so that an interrupted preflight still leaves what it measured.
+        report = {"machine": machine, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "complete": complete, "iterations_per_epoch": iters, "eval_batches": eval_batches,
+                  "seconds": time.perf_counter() - started, "data": vars(data), "rows": rows,
+                  "table_seconds": sum(r["projection"]["seconds"] for r in rows.values() if r.get("projection"))}
+        partial = json_path.with_name(json_path.name + ".tmp")
+        partial.write_text(json.dumps(report, indent=1))
+        os.replace(partial, json_path)
+        return report
+
     scratch.mkdir(parents=True)
     try:
         if data.problems:
@@ -495,20 +509,18 @@ def run_preflight(plans: list[RowPlan], scratch: Path, keep: bool = False, iters
                 rows[plan.name] = {"status": "failed", "error": f"{type(err).__name__}: {err}".splitlines()[0][:300]}
                 logger.error("row %s failed: %s", plan.name, rows[plan.name]["error"])
             gc.collect()  # the row's trainer (a reference cycle through its timed FDS pass) and its loader workers
+            r = rows[plan.name]
+            if r["status"] == "ok":
+                logger.info("   ok in %.0f s: %s it/s, projected %s", r["seconds"], _fmt(r["train_it_per_s"], "{:.2f}"),
+                            duration(r["projection"]["seconds"]) if r.get("projection") else "-")
+            write_report(complete=False)
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    total = time.perf_counter() - started
-    machine = machine_description()
-    print("\n".join(render(rows, data, total, machine)), flush=True)
+    report = write_report(complete=True)
+    print("\n".join(render(rows, data, report["seconds"], machine)), flush=True)
     for line in data.problems:
         print(f"data problem: {line}", flush=True)
-    report = {"machine": machine, "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "iterations_per_epoch": iters, "eval_batches": eval_batches, "seconds": total,
-              "data": vars(data), "rows": rows,
-              "table_seconds": sum(r["projection"]["seconds"] for r in rows.values() if r.get("projection"))}
-    json_path = scratch.with_name(scratch.name + ".json")
-    json_path.write_text(json.dumps(report, indent=1))
     logger.info("== preflight report: %s%s", json_path, f"; its runs are in {scratch}" if keep else "")
     failed = [name for name, r in rows.items() if r["status"] != "ok"]
     if failed:

@@ -103,6 +103,7 @@ def test_preflight_runs_every_row_reports_the_failed_one_and_writes_nothing_unde
     assert not scratch.exists() and not (tmp_path / "runs").exists()
     report = json.loads((tmp_path / "pf" / "t-1.json").read_text())
     rows = report["rows"]
+    assert report["complete"] and not (tmp_path / "pf" / "t-1.json.tmp").exists()
     assert [rows[r]["status"] for r in ("vanilla", "fds", "vanilla_ranksim", "focal", "rrt", "rrt_ranksim")] == \
         ["ok", "ok", "failed", "failed", "ok", "not run"]
     assert "TrainingDiverged" in rows["vanilla_ranksim"]["error"]
