@@ -25,6 +25,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# The projection arithmetic is shared with the reproduce scripts' --preflight (no torch import).
+from ranksim.preflight import duration, row_seconds  # noqa: E402
 NINE_MINUTES = 540
 
 # Split sizes and epochs of the age tables (SPEC 6-8; the README's GPU section).
@@ -49,15 +53,6 @@ ROW_KINDS = {
 # Projection
 
 
-def row_seconds(sizes: dict, train_rate: float, eval_rate: float, train_passes: int, forward_passes: int) -> float:
-    """Wall time of one row: per epoch, ``train_passes`` training passes at ``train_rate`` plus
-    ``forward_passes`` forward-only passes over train and one over val at ``eval_rate``; then one
-    test pass."""
-    per_epoch = (train_passes * sizes["train"] / train_rate
-                 + forward_passes * sizes["train"] / eval_rate + sizes["val"] / eval_rate)
-    return sizes["epochs"] * per_epoch + sizes["test"] / eval_rate
-
-
 def project_table(train_rate: float, eval_rate: float, dataset: str = "AgeDB-DIR") -> dict:
     """Projected seconds per row kind and for the whole table (one seed), with the arithmetic."""
     sizes = DATASETS[dataset]
@@ -78,16 +73,6 @@ def project_table(train_rate: float, eval_rate: float, dataset: str = "AgeDB-DIR
             "table_seconds": total,
             "table_formula": " + ".join(f"{k['rows']} × {k['seconds_per_row']:,.0f}" for k in kinds.values())
             + f" = {total:,.0f} s"}
-
-
-def duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 # --------------------------------------------------------------------------------------------

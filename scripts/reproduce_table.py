@@ -2,7 +2,7 @@
 """Train and evaluate every row of one paper table, then print the table beside the authors' numbers.
 
     scripts/reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale]
-                               [--runs DIR] [-- key=value ...]
+                               [--runs DIR] [--preflight [--keep] [--preflight-dir DIR]] [-- key=value ...]
 
 DATASET is a folder under configs/ (agedb, imdb_wiki, sts_b), or the path of any folder of row
 configs. Each row is DATASET/ROW.yaml and runs into runs/DATASET/ROW/seedN (--runs changes
@@ -19,6 +19,13 @@ the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) pas
   under the runs folder); a row refused as stale shows no number.
 - A failed row does not stop the others; the rows that load it are not started. The script ends
   with status 1 and the list of failed rows.
+- --preflight trains nothing for good: it checks the data, runs every row for a few iterations of
+  two epochs with its real config (an RRT row on its stage-1 row's preflight checkpoint, that row
+  added when --rows left it out), then prints each row's measured rates, peak memory and
+  projected full time, and the table's (ranksim.preflight; docs/preflight.md). Its runs go to a
+  scratch folder, preflight/DATASET-TIME by default, removed at the end unless --keep; its
+  report is written beside it as DATASET-TIME.json. runs/ is not touched. Status 1 when a row
+  failed or the data check found a problem.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,7 +70,7 @@ def default_rows(rows: list[str]) -> list[str]:
 
 
 USAGE = ("reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale] [--runs DIR] "
-         "[-- key=value ...]")
+         "[--preflight [--keep] [--preflight-dir DIR]] [-- key=value ...]")
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -82,6 +90,13 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--rerun-stale", action="store_true",
                         help="move the folder of a row whose config changed to <folder>.staleN and rerun the row")
     parser.add_argument("--runs", type=Path, help="folder of the row folders (default runs/<dataset folder name>)")
+    parser.add_argument("--preflight", action="store_true", help="check the data and run every row briefly with its "
+                        "real config, then project the table's time; trains nothing into runs/")
+    parser.add_argument("--keep", action="store_true", help="with --preflight: keep its scratch folder of runs")
+    parser.add_argument("--preflight-dir", type=Path, help="with --preflight: its scratch folder, which must not exist "
+                        "(default preflight/<dataset>-<UTC time>); the JSON report goes beside it")
+    parser.add_argument("--preflight-iters", type=int, default=8, help="with --preflight: training iterations in "
+                        "each of its two epochs (default 8, of which the first 2 are warm-up)")
     return parser.parse_args(argv), extra
 
 
@@ -126,6 +141,33 @@ def make_points(folder: Path, runs: Path, rows: list[str], seed: int, extra: lis
     return points
 
 
+def preflight_plans(folder: Path, all_rows: list[str], rows: list[str], seed: int, extra: list[str]) -> list:
+    """The preflight's rows: ``rows``, and the stage-1 row of any RRT row among them, in table order."""
+    from ranksim.preflight import RowPlan
+
+    for text in extra:
+        key = parse_override(text)[0]
+        if key in OWN_KEYS:
+            raise UserError(f"'{text}' after -- is set by the script for every row; use {OWN_KEYS[key]} instead")
+    stage1 = {}
+    for row in all_rows:
+        try:
+            match = STAGE1.match(load_config(folder / f"{row}.yaml").method.rrt.stage1)
+        except UserError:
+            continue  # a row whose config does not load is reported below if it was asked for
+        if match and match.group(1) in all_rows:
+            stage1[row] = match.group(1)
+    wanted = set(rows) | {stage1[r] for r in rows if r in stage1}
+    plans = [RowPlan(row, folder / f"{row}.yaml", [f"seed={seed}", "logging.progress=false"] + list(extra),
+                     stage1.get(row)) for row in all_rows if row in wanted]
+    for plan in plans:
+        try:  # a bad row is one failed row of the preflight, not the end of it
+            load_config(plan.config, plan.overrides)
+        except UserError as err:
+            plan.error = f"its config does not load: {err}"
+    return plans
+
+
 def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
     args, extra = parse_args(list(sys.argv[1:] if argv is None else argv))
 
@@ -149,6 +191,24 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
         if args.jobs < 1:
             raise UserError(f"--jobs must be at least 1, got {args.jobs}")
         seed, rest = seed_of(args.seed, extra)
+        if args.preflight:
+            from ranksim.preflight import run_preflight
+            if args.preflight_iters < 3:
+                raise UserError(f"--preflight-iters must be at least 3 (2 warm-up, 1 timed), got {args.preflight_iters}")
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+            scratch = args.preflight_dir or Path("preflight") / f"{folder.name}-{stamp}"
+            plans = preflight_plans(folder, all_rows, rows, seed, rest)
+            handler = logging.StreamHandler(sys.stdout)  # its progress and errors beside the sweep log
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            preflight_log = logging.getLogger("ranksim.preflight")
+            preflight_log.addHandler(handler)
+            preflight_log.setLevel(logging.INFO)
+            try:
+                return run_preflight(plans, scratch, keep=args.keep, iters=args.preflight_iters)
+            finally:
+                preflight_log.removeHandler(handler)
+        elif args.keep or args.preflight_dir:
+            raise UserError("--keep and --preflight-dir go with --preflight")
         points = make_points(folder, runs, rows, seed, rest)
         dataset = load_config(points[0].config, points[0].overrides).data.dataset
         outcomes = run_points(points, train=train, jobs=args.jobs, dry_run=args.dry_run, rerun_stale=args.rerun_stale)

@@ -2,11 +2,12 @@
 # Train and evaluate every row of one paper table, then print the table beside the authors' numbers.
 #
 #   scripts/reproduce_table.sh DATASET [--seed N] [--rows a,b,...] [--jobs N] [--dry-run] [--rerun-stale]
-#                              [--runs DIR] [-- key=value ...]
+#                              [--runs DIR] [--preflight [--keep] [--preflight-dir DIR]] [-- key=value ...]
 #
 # The work is done by scripts/reproduce_table.py (--help explains every option): finished rows are
 # skipped and interrupted ones resumed if their stored config still matches the row's config, a
 # failed row does not stop the others, and the script ends with status 1 listing the failed rows.
+# Run it with --preflight first: every row briefly, and the table's projected time (docs/preflight.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
