@@ -4,7 +4,7 @@
     python benchmarks/bench_epoch.py --tiny --json epoch.json           # CPU smoke size: seconds, not a measurement
 
 Where benchmarks/bench_train.py times the model step on batches already on the device, this
-times what ``train.py`` does, through the same objects (:class:`ranksim.engine.Trainer`, its
+times what ``train.py`` does, through the same objects (:class:`ranksim.engine.loop.Trainer`, its
 DataLoader with workers, the uint8 image cache):
 
 1. **Data.** ``--images`` photograph-like JPEGs (benchmarks/bench_loading.py's generator) of
@@ -189,7 +189,7 @@ def sync(device: torch.device) -> None:
 
 def measure_recipe(cfg, device: torch.device, run_dir: Path, sample_every: float, record: dict, write) -> None:
     """Fill ``record`` phase by phase (``write()`` after each), for one config."""
-    from ranksim.engine import Trainer, predict
+    from ranksim.engine.loop import Trainer, predict
 
     start = time.perf_counter()
     trainer = Trainer(cfg, run_dir, device, writer=None)

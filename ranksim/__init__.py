@@ -23,25 +23,25 @@ __version__ = "0.1.0"
 # public name says what it is, as the DIR authors' own ``weighted_l1_loss`` does.
 _PUBLIC = {
     # RankSim (Gong, Mori, Tung, ICML 2022)
-    "batchwise_ranking_regularizer": ("ranksim.regularizer", "batchwise_ranking_regularizer"),
+    "batchwise_ranking_regularizer": ("ranksim.methods.regularizer", "batchwise_ranking_regularizer"),
     # Re-weighting and LDS, FDS, weighted losses (Yang et al., ICML 2021)
-    "prepare_weights": ("ranksim.lds", "prepare_weights"),
-    "FDS": ("ranksim.fds", "FDS"),
-    "weighted_mse_loss": ("ranksim.losses", "mse"),
-    "weighted_l1_loss": ("ranksim.losses", "l1"),
-    "weighted_huber_loss": ("ranksim.losses", "huber"),
-    "weighted_focal_l1_loss": ("ranksim.losses", "focal_l1"),
-    "weighted_focal_mse_loss": ("ranksim.losses", "focal_mse"),
-    "get_loss": ("ranksim.losses", "get_loss"),
+    "prepare_weights": ("ranksim.methods.lds", "prepare_weights"),
+    "FDS": ("ranksim.methods.fds", "FDS"),
+    "weighted_mse_loss": ("ranksim.methods.losses", "mse"),
+    "weighted_l1_loss": ("ranksim.methods.losses", "l1"),
+    "weighted_huber_loss": ("ranksim.methods.losses", "huber"),
+    "weighted_focal_l1_loss": ("ranksim.methods.losses", "focal_l1"),
+    "weighted_focal_mse_loss": ("ranksim.methods.losses", "focal_mse"),
+    "get_loss": ("ranksim.methods.losses", "get_loss"),
     # Balanced MSE (Ren et al., CVPR 2022) and ConR (Keramati et al., ICLR 2024)
-    "BalancedMSELoss": ("ranksim.balanced_mse", "BalancedMSELoss"),
-    "bmc_loss": ("ranksim.balanced_mse", "bmc_loss"),
-    "conr_loss": ("ranksim.conr", "conr_loss"),
+    "BalancedMSELoss": ("ranksim.methods.balanced_mse", "BalancedMSELoss"),
+    "bmc_loss": ("ranksim.methods.balanced_mse", "bmc_loss"),
+    "conr_loss": ("ranksim.methods.conr", "conr_loss"),
     # Shot-region metrics of the DIR benchmarks
-    "shot_metrics": ("ranksim.metrics", "shot_metrics"),
-    "shot_metrics_sts_b": ("ranksim.metrics", "shot_metrics_sts_b"),
-    "shot_regions": ("ranksim.metrics", "shot_regions"),
-    "shot_regions_sts_b": ("ranksim.metrics", "shot_regions_sts_b"),
+    "shot_metrics": ("ranksim.evaluation.metrics", "shot_metrics"),
+    "shot_metrics_sts_b": ("ranksim.evaluation.metrics", "shot_metrics_sts_b"),
+    "shot_regions": ("ranksim.evaluation.metrics", "shot_regions"),
+    "shot_regions_sts_b": ("ranksim.evaluation.metrics", "shot_regions_sts_b"),
 }
 
 __all__ = ["__version__", *_PUBLIC]

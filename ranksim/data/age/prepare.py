@@ -87,7 +87,7 @@ def check_published_split(path: Path, benchmark: AgeBenchmark) -> None:
     """Check a freshly downloaded published split file: its SHA-256 when known, else its rows per
     split against the published counts. A file that fails is moved to ``<name>.rejected`` (it was
     just downloaded by this command) so that a rerun downloads it afresh."""
-    from ranksim.runs import file_sha256
+    from ranksim.engine.runs import file_sha256
 
     digest = file_sha256(path)
     problem = None

@@ -37,21 +37,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ranksim.analysis import FeatureDiagnostics, diagnostics_line
+from ranksim.evaluation.diagnostics import FeatureDiagnostics, diagnostics_line
 from ranksim.config import Config, config_from_dict, get_key, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
 from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
                                  get_world_size, is_main_process, shard_indices)
 from ranksim.errors import UserError
-from ranksim.identity import (RESULTS_VERSION, STAGE1_FILE, TRAINED, data_fingerprint, read_identity,
-                              write_identity)
-from ranksim.conr import gathered_conr_loss
-from ranksim.losses import build_loss
-from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
+from ranksim.engine.identity import (RESULTS_VERSION, STAGE1_FILE, TRAINED, data_fingerprint, read_identity,
+                                     write_identity)
+from ranksim.methods.conr import gathered_conr_loss
+from ranksim.methods.losses import build_loss
+from ranksim.evaluation.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
 from ranksim.models import build_model
-from ranksim.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
-from ranksim.runs import append_jsonl, checkpoint_file, file_sha256, load_checkpoint, load_state_strict, save_atomic
+from ranksim.methods.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
+from ranksim.engine.runs import append_jsonl, checkpoint_file, file_sha256, load_checkpoint, load_state_strict, save_atomic
 
 logger = logging.getLogger("ranksim.engine")
 
@@ -143,7 +143,7 @@ def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: to
     encoder output; FDS does not smooth in eval mode), a float32 CPU tensor ``(N, D)``.
 
     Labels keep their float32 values: widening float32(2.6) to float64 gives 2.5999999, which
-    falls in STS-B bin 25 instead of 26 (ranksim.binning compares in the labels' own precision).
+    falls in STS-B bin 25 instead of 26 (ranksim.methods.binning compares in the labels' own precision).
 
     Under DDP each process predicts its shard and the shards are gathered back into dataset
     order, so every process gets the single-process arrays.
@@ -645,12 +645,12 @@ def _fmt(value) -> str:
 
 
 def _histogram_figure(data: DataBundle):
-    from ranksim.plots import label_histogram_figure
+    from ranksim.evaluation.plots import label_histogram_figure
     return label_histogram_figure(data.train_labels, data.binning)
 
 
 def _per_label_figure(preds, labels, data: DataBundle):
-    from ranksim.plots import per_label_error_figure
+    from ranksim.evaluation.plots import per_label_error_figure
     return per_label_error_figure({"val": per_label_errors(preds, labels, binning=data.binning)},
                                   data.train_labels, data.binning)
 

@@ -3,7 +3,7 @@
 ``evaluate.py --per-label --plots --save-features --compare`` only parses its options and calls
 the functions here.
 
-Per-label quantities group the evaluated samples by label bin (:mod:`ranksim.binning`: the integer
+Per-label quantities group the evaluated samples by label bin (:mod:`ranksim.methods.binning`: the integer
 age, or one of the 50 STS-B bins of width 0.1), and name each bin by its lower edge in label units
 (``23`` for age 23, ``0.7`` for the STS-B bin ``[0.7, 0.8)``) and by its shot region (SPEC 5,
 decided by the training labels, by the same helpers as the evaluation metrics).
@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
 
-from ranksim.binning import STS_B_NUM_BINS, STS_B_RANGE, check_binning, label_bins
+from ranksim.methods.binning import STS_B_NUM_BINS, STS_B_RANGE, check_binning, label_bins
 from ranksim.data.files import atomic_write
 from ranksim.errors import UserError
-from ranksim.metrics import per_label_errors, shot_regions, shot_regions_sts_b
+from ranksim.evaluation.metrics import per_label_errors, shot_regions, shot_regions_sts_b
 
 logger = logging.getLogger("ranksim.analysis")
 
@@ -266,7 +266,7 @@ class FeatureDiagnostics:
 
     def __call__(self, features) -> dict:
         """``features``: ``(N, D)`` over the whole split, in dataset order. Returns the four values."""
-        from ranksim.regularizer import batchwise_ranking_regularizer
+        from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
         x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
         x = x.detach().flatten(1).float().cpu()[self.index]
@@ -322,11 +322,11 @@ def model_outputs(model: nn.Module, dataset, data, cfg, device: torch.device, wi
                   desc: str = "eval") -> SplitOutputs:
     """Predictions, labels and (optionally) features of ``model`` over ``dataset``, in dataset order.
 
-    The predictions come from :func:`ranksim.engine.predict` itself, so they are exactly the ones
+    The predictions come from :func:`ranksim.engine.loop.predict` itself, so they are exactly the ones
     of the evaluation metrics and ``results.json``; the features are what the model returns beside
     them (the encoder output before the regressor; FDS does not smooth in eval mode).
     """
-    from ranksim.engine import predict
+    from ranksim.engine.loop import predict
 
     if not with_features:
         return SplitOutputs(*predict(model, dataset, data, cfg, device, desc))
@@ -427,7 +427,7 @@ class LoadedRun:
 
     @property
     def checkpoint_path(self) -> Path:
-        """The checkpoint file, as ``ranksim.runs.load_checkpoint`` resolves the target."""
+        """The checkpoint file, as ``ranksim.engine.runs.load_checkpoint`` resolves the target."""
         if not self.target.is_dir():
             return self.target
         folder = self.target / "checkpoints" if (self.target / "checkpoints").is_dir() else self.target
@@ -457,9 +457,9 @@ def load_run(target: Path, device_name: str | None = None, data_root: str | None
     config, and, with ``expect_dataset``, a run of another dataset (checked before any data is read).
     """
     from ranksim.data.build import build_data
-    from ranksim.engine import config_of_checkpoint, select_device
+    from ranksim.engine.loop import config_of_checkpoint, select_device
     from ranksim.models import build_model
-    from ranksim.runs import load_checkpoint, load_state_strict
+    from ranksim.engine.runs import load_checkpoint, load_state_strict
 
     target = Path(target)
     checkpoint = load_checkpoint(target, trust=trust)  # weights_only unless --trust-checkpoint
@@ -519,7 +519,7 @@ def write_plots(plot_dir: Path, curves: dict[str, SplitOutputs], train_labels: n
     """
     import matplotlib.pyplot as plt
 
-    from ranksim.plots import label_histogram_figure, per_label_error_figure, rank_correlation_figure
+    from ranksim.evaluation.plots import label_histogram_figure, per_label_error_figure, rank_correlation_figure
 
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ Every loss is ``mean(w * l(pred, target))`` over the batch, with ``e = pred - ta
 
 ``bmse`` (Balanced MSE, SPEC 9.1) is registered in :data:`STATEFUL_LOSSES`: it holds a learnable
 noise scale and statistics of the training labels, so it is a module built by :func:`build_loss`
-(see :mod:`ranksim.balanced_mse`), not a plain function of ``LOSSES``.
+(see :mod:`ranksim.methods.balanced_mse`), not a plain function of ``LOSSES``.
 
 Shapes: ``pred`` and ``target`` are ``(B,)`` or ``(B, 1)`` (they need not match, as long as ``B``
 does; a ``(B, 1)`` against ``(B,)`` pair is never broadcast to ``(B, B)``); ``weights`` is ``None``,
@@ -128,7 +128,7 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 # Losses with parameters or data of their own: name -> builder(method_config, train_labels,
 # binning, target_scale) returning an nn.Module called as (pred, target, weights).
 def _build_bmse(m, train_labels, binning: str, target_scale: float):
-    from ranksim.balanced_mse import BalancedMSELoss
+    from ranksim.methods.balanced_mse import BalancedMSELoss
     lds = dict(lds=m.lds.enabled, lds_kernel=m.lds.kernel, lds_ks=m.lds.ks, lds_sigma=m.lds.sigma)
     return BalancedMSELoss(m.bmse.variant, m.bmse.init_noise_sigma, train_labels, binning=binning,
                            target_scale=target_scale, gmm_components=m.bmse.gmm_components, lds=lds)

@@ -13,7 +13,7 @@ A run folder is self-contained (STYLE rule 3)::
         results.json         test metrics of best.pt per shot region
         stage1.json          RRT stage 2 only: the stage-1 checkpoint it loaded, and its SHA-256
         identity.json        results version, provenance (trained here / converted) and the data's
-                             fingerprint: what makes two runs the same (ranksim.identity)
+                             fingerprint: what makes two runs the same (ranksim.engine.identity)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that config errors r
     import torch
 
 logger = logging.getLogger("ranksim")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def holds_run(run_dir: Path) -> bool:
