@@ -78,7 +78,7 @@ def evaluate_target(args: argparse.Namespace) -> int:
                                                 write_plots)
     from ranksim.tools.convert import is_converted_run
     from ranksim.data.files import atomic_write
-    from ranksim.engine.loop import region_metrics, selection_metric
+    from ranksim.engine.inference import region_metrics, selection_metric
     from ranksim.errors import UserError
     from ranksim.results.report import region_table
     from ranksim.engine.runs import setup_logging

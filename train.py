@@ -6,8 +6,8 @@
 
 Reads top to bottom: parse, resolve the config, pick the device, name the run folder, build the
 data and model, make the run folder, train, test.
-The loop itself is ranksim.engine.loop; the config schema (every key, with why it is set) is
-ranksim/config.py.
+The run itself is ranksim.engine.launch.run_training, its loop ranksim.engine.loop; the config
+schema (every key, with why it is set) is ranksim/config.py.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         from ranksim.distributed import broadcast_object, init_distributed, is_main_process
-        from ranksim.engine.loop import run_training, select_device
+        from ranksim.engine.build import select_device
+        from ranksim.engine.launch import run_training
         from ranksim.engine.runs import choose_run_dir, create_run_dir, write_run_files
 
         device = init_distributed(cfg.device) or select_device(cfg.device)

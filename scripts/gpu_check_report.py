@@ -254,7 +254,7 @@ def epoch_section(epoch: dict | None) -> list[str]:
     if not epoch.get("complete"):
         lines += ["*Incomplete: the step stopped before every recipe was measured.*", ""]
     lines += ["The timed epoch is the second one (the first starts the workers and selects kernels); the eval "
-              "rate is `engine.predict` as validation runs it, a fresh loader included.", ""]
+              "rate is `ranksim.engine.inference.predict` as validation runs it, a fresh loader included.", ""]
     return lines
 
 

@@ -96,7 +96,7 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str 
     from ranksim.evaluation.diagnostics import FeatureDiagnostics
     from ranksim.config import load_config
     from ranksim.data.build import build_data
-    from ranksim.engine.loop import predict
+    from ranksim.engine.inference import predict
     from ranksim.models import build_model
     from ranksim.methods.regularizer import batchwise_ranking_regularizer
 

@@ -191,7 +191,7 @@ def test_resume_refuses_then_trusts(trained, tmp_path, capsys):
 
 def test_rrt_stage1_refuses_then_trusts(trained, tmp_path):
     from ranksim.config import load_config
-    from ranksim.engine.loop import load_rrt_stage1
+    from ranksim.engine.checkpoint import load_rrt_stage1
     from ranksim.models import build_model
 
     stage1 = with_extra_object(trained / "checkpoints" / "best.pt", tmp_path / "stage1.pt")

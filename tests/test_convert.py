@@ -125,7 +125,7 @@ def convert_main(source: Path, config: Path, out: Path, *overrides: str) -> int:
 
 def direct_predictions(model, cfg) -> np.ndarray:
     from ranksim.data.build import build_data
-    from ranksim.engine.loop import predict
+    from ranksim.engine.inference import predict
 
     data = build_data(cfg)
     preds, _ = predict(model, data.test, data, cfg, torch.device("cpu"))

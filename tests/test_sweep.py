@@ -322,7 +322,7 @@ def test_reproduce_script_with_real_training(tmp_path, data_root):
 
 
 def test_swept_keys_are_logged_as_tensorboard_hparams():
-    from ranksim.engine.loop import _log_hparams
+    from ranksim.engine.launch import _log_hparams
 
     class Writer:
         def add_hparams(self, hparams, metrics, run_name):

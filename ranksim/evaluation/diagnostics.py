@@ -322,11 +322,11 @@ def model_outputs(model: nn.Module, dataset, data, cfg, device: torch.device, wi
                   desc: str = "eval") -> SplitOutputs:
     """Predictions, labels and (optionally) features of ``model`` over ``dataset``, in dataset order.
 
-    The predictions come from :func:`ranksim.engine.loop.predict` itself, so they are exactly the ones
+    The predictions come from :func:`ranksim.engine.inference.predict` itself, so they are exactly the ones
     of the evaluation metrics and ``results.json``; the features are what the model returns beside
     them (the encoder output before the regressor; FDS does not smooth in eval mode).
     """
-    from ranksim.engine.loop import predict
+    from ranksim.engine.inference import predict
 
     if not with_features:
         return SplitOutputs(*predict(model, dataset, data, cfg, device, desc))
@@ -457,7 +457,8 @@ def load_run(target: Path, device_name: str | None = None, data_root: str | None
     config, and, with ``expect_dataset``, a run of another dataset (checked before any data is read).
     """
     from ranksim.data.build import build_data
-    from ranksim.engine.loop import config_of_checkpoint, select_device
+    from ranksim.engine.build import select_device
+    from ranksim.engine.checkpoint import config_of_checkpoint
     from ranksim.models import build_model
     from ranksim.engine.runs import load_checkpoint, load_state_strict
 
