@@ -20,7 +20,7 @@ tensors and plain types is refused (exit 2) unless ``--trust-checkpoint`` is giv
 for files you trust. The authors' released checkpoints are converted first
 (``python -m ranksim.convert authors --help``).
 
-The computations live in ``ranksim/evaluation/diagnostics.py``.
+The computations live in ``ranksim/evaluation/diagnostics.py`` and ``ranksim/results/run_outputs.py``.
 """
 
 from __future__ import annotations
@@ -73,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_target(args: argparse.Namespace) -> int:
-    from ranksim.evaluation.diagnostics import (FeatureDiagnostics, diagnostics_line, legend_labels, load_compare_run,
-                                                load_run, per_label_table, save_features, write_per_label_csv,
-                                                write_plots)
+    from ranksim.evaluation.diagnostics import FeatureDiagnostics, diagnostics_line, per_label_table, write_per_label_csv
+    from ranksim.results.run_outputs import legend_labels, load_compare_run, load_run, save_features, write_plots
     from ranksim.tools.convert import is_converted_run
     from ranksim.data.files import atomic_write
     from ranksim.engine.inference import region_metrics, selection_metric

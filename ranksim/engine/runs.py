@@ -144,6 +144,18 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> Non
         root.addHandler(file_handler)
 
 
+def last_error(run_dir: Path, since: int = 0) -> str | None:
+    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
+    log = Path(run_dir) / "train.log"
+    if not log.is_file():
+        return None
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
+
+
 # Write errors that mean "no room", not a bug: a full disk, a quota, a file-size limit (ulimit -f).
 _NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EFBIG: "the file-size limit (ulimit -f) was reached"}

@@ -29,7 +29,7 @@ import yaml
 
 from ranksim.engine.identity import (comparable, config_key, format_value, provenance_key, provenance_label,
                                      read_identity, stale_reason, without_seed)
-from ranksim.tools.sweep import last_error
+from ranksim.engine.runs import last_error
 
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}

@@ -39,20 +39,10 @@ from ranksim.config import load_config, parse_override
 from ranksim.errors import UserError, exit_status
 from ranksim.engine.identity import (SEED_KEY, comparable, config_key, data_fingerprint, differences, is_operational,
                                      read_identity, stale_reason, without_seed)
+from ranksim.engine.runs import last_error
 
 logger = logging.getLogger("ranksim.sweep")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-def last_error(run_dir: Path, since: int = 0) -> str | None:
-    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
-    log = Path(run_dir) / "train.log"
-    if not log.is_file():
-        return None
-    with open(log, "rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
-    errors = [line for line in text.splitlines() if " ERROR " in line]
-    return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
 
 
 # ---------------------------------------------------------------------------------------------
