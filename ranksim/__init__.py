@@ -1,8 +1,11 @@
 """RankSim and the DIR benchmark methods (LDS, FDS) as one tested library.
 
-The method modules (``ranking``, ``regularizer``, ``lds``, ``fds``, ``losses``, ``metrics``) are
-device- and dtype-agnostic; the pipeline modules (``config``, ``engine``, ``data``, ``models``)
-build on them.
+The package is laid out by role, each layer importing only those below it (tests/test_imports.py):
+``errors``, ``config`` and ``distributed`` under everything; ``methods/`` (binning, ranking,
+RankSim, LDS, FDS, losses, Balanced MSE, ConR: device- and dtype-agnostic maths); ``models/``,
+``data/`` and ``evaluation/`` (metrics, feature diagnostics, plots); ``engine/`` (the training
+loop and what it builds); ``results/`` (finished runs read back, the tables); ``tools/`` (the
+sweep runner, the checkpoint converter).
 
 The public API, for use in one's own model and training loop (see the README's "Use it in your
 own training loop"), is the names of :data:`__all__`, imported from the top of the package::
@@ -44,18 +47,26 @@ _PUBLIC = {
     "shot_regions_sts_b": ("ranksim.evaluation.metrics", "shot_regions_sts_b"),
 }
 
+# The pipeline's entry points, also importable from the top (``from ranksim import build_model,
+# load_config``). Not in __all__: they need the ``train`` extra (PyYAML), and ``import *`` of the
+# library must work with torch, numpy and scipy alone.
+_PIPELINE = {
+    "load_config": ("ranksim.config", "load_config"),
+    "build_model": ("ranksim.models", "build_model"),
+}
+
 __all__ = ["__version__", *_PUBLIC]
 
 
 def __getattr__(name: str):
     # PEP 562: resolve a public name on first access, then cache it as a plain module attribute.
-    if name not in _PUBLIC:
+    if name not in _PUBLIC and name not in _PIPELINE:
         raise AttributeError(f"module 'ranksim' has no attribute {name!r}")
-    module, attribute = _PUBLIC[name]
+    module, attribute = _PUBLIC.get(name) or _PIPELINE[name]
     value = getattr(importlib.import_module(module), attribute)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_PIPELINE))
