@@ -6,7 +6,7 @@
     python evaluate.py RUN --per-label --plots [--save-features] [--compare OTHER_RUN ...]
 
 Loads the checkpoint strictly with the config stored in it, prints every metric per shot region and
-the feature diagnostics (ranksim.analysis.FeatureDiagnostics), and writes eval_<split>.json next to
+the feature diagnostics (ranksim.evaluation.diagnostics.FeatureDiagnostics), and writes eval_<split>.json next to
 the checkpoint's run folder. Optionally:
 
 - ``--per-label``: ``per_label_<split>.csv`` (label_bin, label, count, mae, mse, region);
@@ -20,7 +20,7 @@ tensors and plain types is refused (exit 2) unless ``--trust-checkpoint`` is giv
 for files you trust. The authors' released checkpoints are converted first
 (``python -m ranksim.convert authors --help``).
 
-The computations live in ``ranksim/analysis.py``.
+The computations live in ``ranksim/evaluation/diagnostics.py`` and ``ranksim/results/run_outputs.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ranksim.runs import TRUST_HELP
+from ranksim.engine.runs import TRUST_HELP
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def evaluate_target(args: argparse.Namespace) -> int:
-    from ranksim.analysis import (FeatureDiagnostics, diagnostics_line, legend_labels, load_compare_run, load_run,
-                                  per_label_table, save_features, write_per_label_csv, write_plots)
-    from ranksim.convert import is_converted_run
+    from ranksim.evaluation.diagnostics import FeatureDiagnostics, diagnostics_line, per_label_table, write_per_label_csv
+    from ranksim.results.run_outputs import legend_labels, load_compare_run, load_run, save_features, write_plots
+    from ranksim.tools.convert import is_converted_run
     from ranksim.data.files import atomic_write
-    from ranksim.engine import region_metrics, selection_metric
+    from ranksim.engine.inference import region_metrics, selection_metric
     from ranksim.errors import UserError
-    from ranksim.report import region_table
-    from ranksim.runs import setup_logging
+    from ranksim.results.report import region_table
+    from ranksim.engine.runs import setup_logging
 
     setup_logging()
     log = logging.getLogger("ranksim")

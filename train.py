@@ -6,8 +6,8 @@
 
 Reads top to bottom: parse, resolve the config, pick the device, name the run folder, build the
 data and model, make the run folder, train, test.
-The loop itself is ranksim.engine; the config schema (every key, with why it is set) is
-ranksim/config.py.
+The run itself is ranksim.engine.launch.run_training, its loop ranksim.engine.loop; the config
+schema (every key, with why it is set) is ranksim/config.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ranksim.runs import TRUST_HELP
+from ranksim.engine.runs import TRUST_HELP
 
 EPILOG = """\
 overrides:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     # Config errors are reported before torch and the models are imported, within a second.
     from ranksim.config import load_config, to_dict
     from ranksim.errors import UserError
-    from ranksim.runs import setup_logging
+    from ranksim.engine.runs import setup_logging
 
     setup_logging()
     log = logging.getLogger("ranksim")
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         from ranksim.distributed import broadcast_object, init_distributed, is_main_process
-        from ranksim.engine import run_training, select_device
-        from ranksim.runs import choose_run_dir, create_run_dir, write_run_files
+        from ranksim.engine.build import select_device
+        from ranksim.engine.launch import run_training
+        from ranksim.engine.runs import choose_run_dir, create_run_dir, write_run_files
 
         device = init_distributed(cfg.device) or select_device(cfg.device)
         main_process = is_main_process()
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.modules["ranksim.distributed"].cleanup()
     if not main_process:
         return 0
-    from ranksim.report import region_table
+    from ranksim.results.report import region_table
     log.info("test metrics of the best checkpoint (epoch %d):\n%s", results["best_epoch"],
              region_table(results["metrics"]))
     log.info("results written to %s", run_dir / "results.json")

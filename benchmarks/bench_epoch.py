@@ -4,7 +4,7 @@
     python benchmarks/bench_epoch.py --tiny --json epoch.json           # CPU smoke size: seconds, not a measurement
 
 Where benchmarks/bench_train.py times the model step on batches already on the device, this
-times what ``train.py`` does, through the same objects (:class:`ranksim.engine.Trainer`, its
+times what ``train.py`` does, through the same objects (:class:`ranksim.engine.loop.Trainer`, its
 DataLoader with workers, the uint8 image cache):
 
 1. **Data.** ``--images`` photograph-like JPEGs (benchmarks/bench_loading.py's generator) of
@@ -22,7 +22,7 @@ DataLoader with workers, the uint8 image cache):
      host's CPU busy share over the epoch (``/proc/stat``);
    - the training DataLoader is iterated alone once more (no model): if loading alone is barely
      faster than training, loading is the bottleneck;
-   - evaluation (``engine.predict``, a fresh loader each time as in validation) is timed over the
+   - evaluation (``ranksim.engine.inference.predict``, a fresh loader each time as in validation) is timed over the
      un-augmented training set and over val: the forward-only rate of validation, the FDS
      statistics pass and RRT stage 2.
 
@@ -189,7 +189,8 @@ def sync(device: torch.device) -> None:
 
 def measure_recipe(cfg, device: torch.device, run_dir: Path, sample_every: float, record: dict, write) -> None:
     """Fill ``record`` phase by phase (``write()`` after each), for one config."""
-    from ranksim.engine import Trainer, predict
+    from ranksim.engine.inference import predict
+    from ranksim.engine.loop import Trainer
 
     start = time.perf_counter()
     trainer = Trainer(cfg, run_dir, device, writer=None)

@@ -14,7 +14,7 @@ Prints, for feature size 2048:
 - FDS ``smooth`` (batch 256) and ``update_running_stats`` (12,208 samples, 100 buckets) against
   the authors' per-label loop;
 - ConR forward+backward on the two views of a batch of 64 and of 256 (2 x 64 and 2 x 256 rows,
-  AgeDB-like ages): the vectorised :func:`ranksim.conr.conr_loss` against a loop over the anchors
+  AgeDB-like ages): the vectorised :func:`ranksim.methods.conr.conr_loss` against a loop over the anchors
   (``--only conr`` runs this part alone).
 
 Each measurement is the minimum over ``--repeats`` rounds, and the candidates of a row are timed
@@ -37,9 +37,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranksim.conr import conr_loss  # noqa: E402
-from ranksim.fds import FDS  # noqa: E402
-from ranksim.regularizer import CosineSimilarity, batchwise_ranking_regularizer  # noqa: E402
+from ranksim.methods.conr import conr_loss  # noqa: E402
+from ranksim.methods.fds import FDS  # noqa: E402
+from ranksim.methods.regularizer import CosineSimilarity, batchwise_ranking_regularizer  # noqa: E402
 
 DIM = 2048
 LAMBDA = 2.0

@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_ops import agedb_like_ages, loop_ranksim, loop_smooth  # noqa: E402
 
-from ranksim.fds import FDS  # noqa: E402
+from ranksim.methods.fds import FDS  # noqa: E402
 from ranksim.models.resnet import resnet50_regressor, small_resnet_regressor  # noqa: E402
-from ranksim.conr import conr_loss  # noqa: E402
-from ranksim.regularizer import batchwise_ranking_regularizer  # noqa: E402
+from ranksim.methods.conr import conr_loss  # noqa: E402
+from ranksim.methods.regularizer import batchwise_ranking_regularizer  # noqa: E402
 
 GAMMA, LAMBDA = 100.0, 2.0
 BASELINE = "authors"

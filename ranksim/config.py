@@ -186,7 +186,7 @@ class LoggingConfig:
     log_every_iters: int = 50    # TensorBoard training scalars every N iterations
     progress: bool = True        # tqdm bars; off in CI logs
     max_loss: float = 1e6        # a loss above this (or NaN/inf) stops the run: the model has diverged
-    # Feature diagnostics at every validation and in results.json (ranksim.analysis.FeatureDiagnostics):
+    # Feature diagnostics at every validation and in results.json (ranksim.evaluation.diagnostics.FeatureDiagnostics):
     # pairwise cosine mean/5th percentile, the RankSim regularizer on fixed batches, rank correlation.
     diagnostics: bool = True     # cheap (one n x n similarity matrix); shows a collapse of the features
     diagnostic_samples: int = 2000  # fixed random subset of the split they are measured on; larger costs O(n^2)
@@ -455,7 +455,7 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_lds_fds(cfg: Config) -> None:
-    """LDS and FDS settings that ranksim.lds and ranksim.fds would refuse only once the data and
+    """LDS and FDS settings that ranksim.methods.lds and ranksim.methods.fds would refuse only once the data and
     model are built (SPEC 3, 4); checked here so that a bad value is one line within a second.
     Settings of a method that is off are not checked: they change nothing."""
     lds, f = cfg.method.lds, cfg.method.fds

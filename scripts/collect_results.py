@@ -8,7 +8,7 @@ MAE and GM, STS-B tables MSE and Pearson (x100), for All/Many/Medium/Few. Where
 ranksim/reference/paper_tables.csv holds the authors' number for a cell, it follows ours in
 brackets with the difference. Unfinished and failed runs are listed below the table.
 
-Runs are grouped by what they are (ranksim.identity): the authors' converted weights are a row
+Runs are grouped by what they are (ranksim.engine.identity): the authors' converted weights are a row
 of their own, never averaged with ours. Stale runs (made by an older results version of the
 code, or RRT runs whose stage 1 cannot be proved) are listed and left out unless --include-stale.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ranksim.report import collect, discover_runs, render  # noqa: E402
+from ranksim.results.report import collect, discover_runs, render  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

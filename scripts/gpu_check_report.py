@@ -211,7 +211,7 @@ def epoch_section(epoch: dict | None) -> list[str]:
     if not epoch or not epoch.get("data"):
         return lines + ["No figures: step `bench_epoch` did not produce any (see its log).", ""]
     d = epoch["data"]
-    lines += [f"`{epoch['config']}` through `ranksim.engine.Trainer` and its DataLoader, on {epoch['device']}. "
+    lines += [f"`{epoch['config']}` through `ranksim.engine.loop.Trainer` and its DataLoader, on {epoch['device']}. "
               f"Data: {d['images']:,} synthetic JPEGs of {d['jpeg_size']} px ({d['jpeg_kib']:.0f} KiB each), "
               f"AgeDB-like ages, split {d['split']['train']:,} / {d['split']['val']:,} / {d['split']['test']:,}; "
               f"generated in {d['generate_s']:.1f} s, uint8 cache built in {d['cache_build_s']:.1f} s "
@@ -239,7 +239,7 @@ def epoch_section(epoch: dict | None) -> list[str]:
     if not epoch.get("complete"):
         lines += ["*Incomplete: the step stopped before every recipe was measured.*", ""]
     lines += ["The timed epoch is the second one (the first starts the workers and selects kernels); the eval "
-              "rate is `engine.predict` as validation runs it, a fresh loader included.", ""]
+              "rate is `ranksim.engine.inference.predict` as validation runs it, a fresh loader included.", ""]
     return lines
 
 

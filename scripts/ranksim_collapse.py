@@ -3,9 +3,9 @@
 
 Each experiment is one quick-start config with ``key=value`` overrides, run through ``train.py``
 for every seed into ``<out>/<experiment>/seed<N>/`` by the sweep runner
-(:func:`ranksim.sweep.run_points`): finished runs are skipped, interrupted ones resumed, and a
+(:func:`ranksim.tools.sweep.run_points`): finished runs are skipped, interrupted ones resumed, and a
 folder holding another config is refused, so the script can be stopped and started again. Every run records the feature diagnostics of
-:class:`ranksim.analysis.FeatureDiagnostics` on the validation split at each epoch
+:class:`ranksim.evaluation.diagnostics.FeatureDiagnostics` on the validation split at each epoch
 (``metrics.jsonl``). The table and the figure use the validation split only: nothing here reads
 test results.
 
@@ -93,12 +93,12 @@ def probe(name: str, steps: int, seed: int = 0, every: int = 0, sts_b_root: str 
     import torch
     from torch import nn
 
-    from ranksim.analysis import FeatureDiagnostics
+    from ranksim.evaluation.diagnostics import FeatureDiagnostics
     from ranksim.config import load_config
     from ranksim.data.build import build_data
-    from ranksim.engine import predict
+    from ranksim.engine.inference import predict
     from ranksim.models import build_model
-    from ranksim.regularizer import batchwise_ranking_regularizer
+    from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
     p = dict(dict(task=1.0, ranksim=0.0, center=False, optimizer="adam", lr=1e-3, lam=2.0, bn_eval=False, width=8,
                   model="resnet_small", config=f"{QS}/vanilla.yaml"), **PROBES[name])
@@ -175,8 +175,8 @@ def run_probes(out: Path, names: list[str], steps: int, jobs: int, sts_b_root: s
 
 
 def points(out: Path, names: list[str], seeds: list[int], extra: list[str]):
-    """The runs as points of :func:`ranksim.sweep.run_points`, which skips, resumes and checks them."""
-    from ranksim.sweep import Point
+    """The runs as points of :func:`ranksim.tools.sweep.run_points`, which skips, resumes and checks them."""
+    from ranksim.tools.sweep import Point
 
     return [Point(f"{name}/seed{seed}", REPO / EXPERIMENTS[name][0],
                   [*EXPERIMENTS[name][1], *extra, f"seed={seed}", f"output_dir={out / name / f'seed{seed}'}",
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     status = 0
     if not args.report_only:
-        from ranksim.sweep import report_failures, run_points
+        from ranksim.tools.sweep import report_failures, run_points
 
         # Each run's torch threads: the cores shared out, so that parallel runs do not oversubscribe.
         os.environ["OMP_NUM_THREADS"] = str(args.threads or max(1, (os.cpu_count() or 1) // args.jobs))

@@ -10,7 +10,7 @@ runs/DATASET). The rows run in table order, --rows too, so that every stage-1 ro
 the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) passed in.
 
 - A row whose folder holds results.json is skipped, and one with checkpoints/last.pt is resumed,
-  but only if the folder holds the same run (ranksim.identity): the row's config now, seed
+  but only if the folder holds the same run (ranksim.engine.identity): the row's config now, seed
   included (operational keys such as device and workers aside), trained here on the same data
   by the current results version. Any other run is refused as stale with the reason;
   --rerun-stale moves its folder to <folder>.staleN and reruns the row. An RRT row whose stage 1
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from ranksim.config import load_config, parse_override  # noqa: E402
 from ranksim.errors import UserError  # noqa: E402
-from ranksim.sweep import Point, current_runs, report_failures, run_command, run_points  # noqa: E402
+from ranksim.tools.sweep import Point, current_runs, report_failures, run_command, run_points  # noqa: E402
 
 log = logging.getLogger("ranksim.sweep")
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
         if args.dry_run:
             log.info("== then: %s scripts/collect_results.py %s --dataset %s", sys.executable, runs, dataset)
         else:
-            from ranksim.report import collect, render
+            from ranksim.results.report import collect, render
             tabled = current_runs(points, runs)
             if tabled:
                 print(render(collect(tabled, dataset), "markdown"), flush=True)

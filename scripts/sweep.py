@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ranksim.errors import UserError  # noqa: E402
-from ranksim.sweep import parse_grid, report_failures, run_command, sweep  # noqa: E402
+from ranksim.tools.sweep import parse_grid, report_failures, run_command, sweep  # noqa: E402
 
 
 USAGE = "sweep.py -c CONFIG KEY=V1,V2 [KEY=...] [--out DIR] [--jobs N] [--dry-run] [--rerun-stale] [-- key=value ...]"

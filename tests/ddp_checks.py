@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ranksim.distributed import all_reduce_sum, get_rank, shard_indices  # noqa: E402
-from ranksim.fds import FDS  # noqa: E402
-from ranksim.regularizer import gathered_ranking_regularizer  # noqa: E402
+from ranksim.methods.fds import FDS  # noqa: E402
+from ranksim.methods.regularizer import gathered_ranking_regularizer  # noqa: E402
 
 
 def data(seed: int = 0):
@@ -45,7 +45,7 @@ def check_faithful_fds_buffers(out: Path, data_root: str) -> None:
     """One epoch and a faithful (train-mode) FDS pass of the tiny quick-start run; saves every
     module buffer (BatchNorm running statistics included) as it is when validation starts."""
     from ranksim.config import load_config
-    from ranksim.engine import Trainer
+    from ranksim.engine.loop import Trainer
     from tiny import TINY
 
     repo = Path(__file__).resolve().parent.parent
@@ -85,13 +85,13 @@ def bmc_conr_batch(seed: int = 2):
 
 
 def check_bmc_conr(out: Path) -> None:
-    """Gathered BMC and ConR on this process's half of a 24-sample batch, as ranksim.engine runs
+    """Gathered BMC and ConR on this process's half of a 24-sample batch, as ranksim.engine.loop runs
     them: the loss times N through backward under DDP, sigma's gradient all-reduced and divided by
     N twice. Saves the values, the model's and sigma's gradients and the local features' gradient."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from ranksim.balanced_mse import BalancedMSELoss
-    from ranksim.conr import gathered_conr_loss
+    from ranksim.methods.balanced_mse import BalancedMSELoss
+    from ranksim.methods.conr import gathered_conr_loss
     from ranksim.distributed import get_world_size
 
     b = bmc_conr_batch()

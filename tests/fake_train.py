@@ -13,7 +13,7 @@ contract, without torch, in a fraction of a second.
 - A new run writes ``checkpoints/best.pt`` with bytes of its own; a new RRT run writes
   ``stage1.json`` with the SHA-256 of its stage 1's ``best.pt``, as train.py does.
 - A new run writes ``identity.json`` (trained here, the current results version, the data's
-  fingerprint) with ranksim.identity, as train.py does.
+  fingerprint) with ranksim.engine.identity, as train.py does.
 - Every call appends its arguments as one JSON line to the file named by ``$FAKE_TRAIN_LOG``.
 """
 
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ranksim.config import dump, load_config  # noqa: E402
-from ranksim.identity import TRAINED, data_fingerprint, write_identity  # noqa: E402
+from ranksim.engine.identity import TRAINED, data_fingerprint, write_identity  # noqa: E402
 
 
 def fail(run_dir: Path, message: str) -> int:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ranksim.config import load_config
 from ranksim.data.build import build_data
-from ranksim.metrics import shot_regions
+from ranksim.evaluation.metrics import shot_regions
 from ranksim.models.resnet import resnet50_regressor
 
 from conftest import require_real_split

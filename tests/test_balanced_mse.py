@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranksim.balanced_mse import (BalancedMSELoss, bmc_loss, bni_buckets, bni_loss, fit_gmm_1d,
-                                  gai_loss)
+from ranksim.methods.balanced_mse import BalancedMSELoss, bmc_loss, bni_buckets, bni_loss, fit_gmm_1d, gai_loss
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -229,7 +228,7 @@ def test_noise_scale_trains_in_its_own_group_and_is_logged(tmp_path, data_root):
 def test_noise_scale_lr_does_not_decay_with_the_network_lr(data_root):
     """The milestones and the plateau decay cut the network's learning rate, never sigma's."""
     from ranksim.config import load_config
-    from ranksim.engine import Trainer
+    from ranksim.engine.loop import Trainer
 
     cfg = load_config(REPO / "configs/quickstart/bmc.yaml",
                       [*TINY, f"data.root={data_root}", "schedule.milestones=[1,2]", "schedule.plateau_lr_factor=0.5",

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from ranksim.errors import UserError
-from ranksim.runs import load_checkpoint, read_checkpoint_file
+from ranksim.engine.runs import load_checkpoint, read_checkpoint_file
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -191,7 +191,7 @@ def test_resume_refuses_then_trusts(trained, tmp_path, capsys):
 
 def test_rrt_stage1_refuses_then_trusts(trained, tmp_path):
     from ranksim.config import load_config
-    from ranksim.engine import load_rrt_stage1
+    from ranksim.engine.checkpoint import load_rrt_stage1
     from ranksim.models import build_model
 
     stage1 = with_extra_object(trained / "checkpoints" / "best.pt", tmp_path / "stage1.pt")
@@ -219,9 +219,9 @@ def test_unsafe_loading_only_on_the_opt_in_path():
                 if "weights_only=False" in line:
                     hits.append((path.relative_to(REPO).as_posix(), number, line))
     assert len(hits) == 1, hits
-    source = (REPO / "ranksim" / "runs.py").read_text()
+    source = (REPO / "ranksim" / "engine" / "runs.py").read_text()
     branch = re.search(r"    if trust:\n(.*?)\n    try:", source, re.S)
-    assert hits[0][0] == "ranksim/runs.py" and branch and "weights_only=False" in branch.group(1)
+    assert hits[0][0] == "ranksim/engine/runs.py" and branch and "weights_only=False" in branch.group(1)
 
 
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "the disk is full"),
@@ -229,7 +229,7 @@ def test_unsafe_loading_only_on_the_opt_in_path():
 def test_full_disk_keeps_the_previous_checkpoint_and_removes_the_temporary_file(tmp_path, monkeypatch, code, words):
     """ENOSPC or EFBIG after 64 KiB of a write: torch reports only a RuntimeError; save_atomic
     gives the cause in one line, removes last.pt.tmp, and the old last.pt is untouched."""
-    from ranksim import runs
+    from ranksim.engine import runs
 
     path = tmp_path / "checkpoints" / "last.pt"
     path.parent.mkdir()
@@ -261,7 +261,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_removes_the_temporary_file(
 
 
 def test_a_write_error_that_is_not_about_room_stays_an_error_with_its_cause(tmp_path, monkeypatch):
-    from ranksim import runs
+    from ranksim.engine import runs
 
     def broken(self, data):
         self.error = OSError(errno.EIO, "Input/output error")

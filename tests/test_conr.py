@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from ranksim.conr import conr_loss
+from ranksim.methods.conr import conr_loss
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranksim.identity import RESULTS_VERSION, read_identity
+from ranksim.engine.identity import RESULTS_VERSION, read_identity
 import torch
 
 from ranksim.config import load_config
-from ranksim.convert import FDS_BUFFERS, FDS_OURS, LAYOUTS, map_keys
+from ranksim.tools.convert import FDS_BUFFERS, FDS_OURS, LAYOUTS, map_keys
 from ranksim.models import build_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import evaluate as evaluate_cli  # noqa: E402
-from ranksim import convert  # noqa: E402
+from ranksim.tools import convert  # noqa: E402
 from tiny import TINY  # noqa: E402
 
 AUTHORS_FDS = ("epoch", "running_mean", "running_var", "running_mean_last_epoch", "running_var_last_epoch",
@@ -125,7 +125,7 @@ def convert_main(source: Path, config: Path, out: Path, *overrides: str) -> int:
 
 def direct_predictions(model, cfg) -> np.ndarray:
     from ranksim.data.build import build_data
-    from ranksim.engine import predict
+    from ranksim.engine.inference import predict
 
     data = build_data(cfg)
     preds, _ = predict(model, data.test, data, cfg, torch.device("cpu"))
@@ -143,7 +143,7 @@ def check_run_folder(run: Path, source: Path, model: torch.nn.Module) -> dict:
     env = json.loads((run / "env.json").read_text())
     assert env["converted_from"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert env["converted_from"]["path"] == str(source.resolve()) and "torch" in env
-    # the provenance that keeps the authors' weights out of our seeds' rows (ranksim.identity)
+    # the provenance that keeps the authors' weights out of our seeds' rows (ranksim.engine.identity)
     identity = read_identity(run)
     assert identity.provenance == {"kind": "converted", "source": "authors", "file": source.name,
                                    "sha256": env["converted_from"]["sha256"]}

@@ -1,4 +1,4 @@
-"""Tests for the feature diagnostics (ranksim.analysis.FeatureDiagnostics) and RankSim's
+"""Tests for the feature diagnostics (ranksim.evaluation.diagnostics.FeatureDiagnostics) and RankSim's
 off-by-default ``center_features`` variant.
 
 The references are written out plainly: pairwise cosines by a double loop over pairs, the 5th
@@ -13,8 +13,8 @@ import pytest
 import torch
 from tiny import load_script
 
-from ranksim.analysis import FeatureDiagnostics, rank_similarity_correlation
-from ranksim.regularizer import batchwise_ranking_regularizer
+from ranksim.evaluation.diagnostics import FeatureDiagnostics, rank_similarity_correlation
+from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
 
 def _features(n=150, d=12, seed=0):

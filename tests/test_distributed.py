@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ranksim.fds import FDS
-from ranksim.regularizer import batchwise_ranking_regularizer
+from ranksim.methods.fds import FDS
+from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -82,8 +82,8 @@ def test_gathered_ranksim_equals_single_process_on_the_concatenated_batch(tmp_pa
 def test_gathered_bmc_and_conr_equal_single_process_on_the_whole_batch(tmp_path):
     """Under DDP, BMC and ConR see the whole batch as on the authors' one GPU: value, the model's
     and sigma's gradients (after DDP's averaging) and ConR's feature gradient equal one process's."""
-    from ranksim.balanced_mse import BalancedMSELoss
-    from ranksim.conr import conr_loss
+    from ranksim.methods.balanced_mse import BalancedMSELoss
+    from ranksim.methods.conr import conr_loss
 
     proc = torchrun("tests/ddp_checks.py", "bmc_conr", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""evaluate.py's result-reading options and ranksim/analysis.py.
+"""evaluate.py's result-reading options, ranksim/evaluation/diagnostics.py and ranksim/results/run_outputs.py.
 
 The computations are checked against slow, obvious loops (``scipy.stats.spearmanr`` per sample,
 a per-bin loop with the SPEC 5 thresholds written out); the entry point is run end to end on two
@@ -20,8 +20,8 @@ import pytest
 import torch
 from scipy import stats
 
-from ranksim.analysis import (bin_lower_edges, per_label_mean, per_label_table, rank_similarity_correlation,
-                              write_per_label_csv)
+from ranksim.evaluation.diagnostics import (bin_lower_edges, per_label_mean, per_label_table,
+                                            rank_similarity_correlation, write_per_label_csv)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -281,7 +281,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_partial_file(runs, tmp_path, 
 
 def test_write_plots_sts_b_two_runs(tmp_path):
     """The STS-B path of the figures (50 fixed bins of width 0.1), two runs on one axis."""
-    from ranksim.analysis import SplitOutputs, write_plots
+    from ranksim.results.run_outputs import SplitOutputs, write_plots
 
     rng = np.random.default_rng(2)
     labels = np.round(rng.uniform(0, 5, 80), 1).astype(np.float32)
@@ -294,7 +294,7 @@ def test_write_plots_sts_b_two_runs(tmp_path):
 
 
 def test_saved_features_are_reused_only_for_the_same_checkpoint_and_split(tmp_path):
-    from ranksim.analysis import SplitOutputs, load_features, save_features
+    from ranksim.results.run_outputs import SplitOutputs, load_features, save_features
 
     outputs = SplitOutputs(np.array([1.0, 2.5]), np.array([1.0, 2.0]), np.ones((2, 3), np.float32))
     made_by = {"checkpoint": "best.pt", "epoch": 7, "step": 70}

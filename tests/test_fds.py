@@ -1,4 +1,4 @@
-"""Tests for ranksim.fds (SPEC 4).
+"""Tests for ranksim.methods.fds (SPEC 4).
 
 ``RefFDS`` is the slow, obvious FDS written from the SPEC: a Python loop over the labels of a
 batch and over the buckets, float64 statistics, and, in faithful mode, the authors' aliasing
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ranksim.fds import FDS
-from ranksim.lds import kernel_window
+from ranksim.methods.fds import FDS
+from ranksim.methods.lds import kernel_window
 
 AGE = dict(bucket_num=12, bucket_start=2, binning="age", clip_min=0.1, clip_max=10.0)
 STS = dict(bucket_num=50, bucket_start=0, binning="sts_b", clip_min=0.5, clip_max=2.0)

@@ -1,4 +1,4 @@
-"""Tests for ranksim.lds (SPEC 3): kernel windows, label density and per-sample weights.
+"""Tests for ranksim.methods.lds (SPEC 3): kernel windows, label density and per-sample weights.
 
 The reference weights are computed with per-label Python loops straight from the SPEC: a count
 per bin, square root or clip, a hand-written zero-padded convolution, truncation to int for the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ranksim.lds import get_lds_kernel_window, kernel_window, label_density, prepare_weights
+from ranksim.methods.lds import get_lds_kernel_window, kernel_window, label_density, prepare_weights
 
 
 # ----------------------------------------------------------------------------- references

@@ -1,11 +1,11 @@
-"""Tests for ranksim.losses (SPEC 3): each weighted loss against a per-sample loop of its formula."""
+"""Tests for ranksim.methods.losses (SPEC 3): each weighted loss against a per-sample loop of its formula."""
 
 import math
 
 import pytest
 import torch
 
-from ranksim.losses import LOSSES, get_loss
+from ranksim.methods.losses import LOSSES, get_loss
 
 
 def sigmoid(v):

@@ -1,4 +1,4 @@
-"""Tests for ranksim.metrics (SPEC 5) and the shared ranksim.binning (SPEC 1).
+"""Tests for ranksim.evaluation.metrics (SPEC 5) and the shared ranksim.methods.binning (SPEC 1).
 
 The references loop over the distinct test labels, as the authors' ``shot_metrics`` does: count
 the training samples of each label, put the label's test samples in a region, then compute each
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from ranksim.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, fds_buckets, label_bins
-from ranksim.metrics import (per_label_errors, shot_metrics, shot_metrics_sts_b, shot_regions,
-                             shot_regions_sts_b)
+from ranksim.methods.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, fds_buckets, label_bins
+from ranksim.evaluation.metrics import (per_label_errors, shot_metrics, shot_metrics_sts_b, shot_regions,
+                                        shot_regions_sts_b)
 
 
 # ----------------------------------------------------------------------------- references

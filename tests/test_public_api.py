@@ -120,6 +120,19 @@ def test_all_lists_only_resolvable_names():
         ranksim.batchwise_ranking_regulariser  # noqa: B018 - a misspelling must not resolve
 
 
+def test_pipeline_entry_points_import_from_the_top_but_stay_out_of_all():
+    """``from ranksim import build_model, load_config`` (issue 24) gives the pipeline's own functions;
+    they are not in ``__all__``, whose names must load without PyYAML."""
+    namespace = {}
+    exec("from ranksim import build_model, load_config", namespace)
+    from ranksim.config import load_config
+    from ranksim.models import build_model
+    assert namespace["load_config"] is load_config and namespace["build_model"] is build_model
+    assert {"build_model", "load_config"} <= set(dir(ranksim)) and not {"build_model", "load_config"} & set(ranksim.__all__)
+    cfg = namespace["load_config"](REPO / "configs" / "quickstart" / "vanilla.yaml")
+    assert isinstance(namespace["build_model"](cfg), torch.nn.Module)
+
+
 def test_weighted_loss_names_are_the_losses_they_name():
     """Reference formulas of the DIR authors' weighted losses, one sample at a time."""
     gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Tests for ranksim.ranking (SPEC 2.1, 2.2) and ranksim.regularizer (SPEC 2.3).
+"""Tests for ranksim.methods.ranking (SPEC 2.1, 2.2) and ranksim.methods.regularizer (SPEC 2.3).
 
 The references are the slow, obvious forms: ranks by argsort of argsort of one row at a time,
 and the regularizer as the authors define it, a Python loop over the rows of the similarity
@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ranksim import ranking
-from ranksim.ranking import TrueRanker, rank_normalised
-from ranksim.regularizer import (CosineSimilarity, batchwise_ranking_regularizer, label_ranks,
-                                 unique_label_indices)
+from ranksim.methods import ranking
+from ranksim.methods.ranking import TrueRanker, rank_normalised
+from ranksim.methods.regularizer import (CosineSimilarity, batchwise_ranking_regularizer, label_ranks,
+                                         unique_label_indices)
 
 LAMBDA_EPS = 1e-8
 

@@ -1,4 +1,4 @@
-"""The results collector (ranksim/report.py, scripts/collect_results.py) on hand-made run folders.
+"""The results collector (ranksim/results/report.py, scripts/collect_results.py) on hand-made run folders.
 
 Each run folder is written by hand (config.yaml, results.json, train.log, metrics.jsonl), so the
 expected table cells can be worked out here: two seeds of one row give mean ± sample std, and the
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ranksim.identity import TRAINED, write_identity
-from ranksim.report import collect, discover_runs, render
-from ranksim.runs import file_sha256
+from ranksim.engine.identity import TRAINED, write_identity
+from ranksim.results.report import collect, discover_runs, render
+from ranksim.engine.runs import file_sha256
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "collect_results.py"

@@ -1,4 +1,4 @@
-"""What a run is, and that training keeps it provable (ranksim/identity.py and its users).
+"""What a run is, and that training keeps it provable (ranksim/engine/identity.py and its users).
 
 - The synthetic-data generator never deletes a folder that is not its own.
 - Each (seed, epoch) has its own training order, so the seeds of a row are independent.
@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ranksim.data.seeding import ShuffledShard
-from ranksim.identity import RESULTS_VERSION, data_fingerprint, read_identity
+from ranksim.engine.identity import RESULTS_VERSION, data_fingerprint, read_identity
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -87,7 +87,7 @@ def test_each_seed_and_epoch_has_its_own_training_order():
 
 def test_the_trainer_orders_seed0_epoch1_apart_from_seed1_epoch0(data_root):
     from ranksim.config import load_config
-    from ranksim.engine import Trainer
+    from ranksim.engine.loop import Trainer
 
     def order(seed: int, epoch: int) -> list[int]:
         cfg = load_config(VANILLA, [*TINY, f"data.root={data_root}", f"seed={seed}", "data.num_workers=0"])
@@ -102,7 +102,7 @@ def test_a_resume_after_a_kill_logs_each_validation_once(tmp_path, data_root, mo
     """Validations every 2 steps (7 steps an epoch); the run is killed just after its 5th validation
     (epoch 1), while last.pt holds 3. After the resume, metrics.jsonl has each validation once, with the values of
     an uninterrupted run."""
-    from ranksim.engine import Trainer
+    from ranksim.engine.loop import Trainer
 
     args = ["-c", str(VANILLA), *TINY, f"data.root={data_root}", "schedule.val_every_iters=2",
             "data.num_workers=0", "logging.tensorboard=false"]

@@ -34,8 +34,8 @@ from ranksim.data.sts_b.rebuild_split import rebuild_splits
 from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv
 from ranksim.data.sts_b.text import PAD, UNK, build_vocab, encode, tokenise_split, tokenize
 from ranksim.errors import UserError
-from ranksim.fds import FDS
-from ranksim.regularizer import batchwise_ranking_regularizer
+from ranksim.methods.fds import FDS
+from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
 from conftest import needs_real_split, real_split_dir, require_real_split
 
@@ -86,7 +86,7 @@ def test_real_split_files_match_recorded_hashes():
 def test_shot_region_counts_on_test_split(real_data):
     """SPEC 5's fixed bin lists, applied by a slow loop with exact decimal arithmetic on the score
     text: bin k holds [k/10, (k+1)/10), 5.0 goes to bin 49. The pipeline's float32 labels binned
-    by ranksim.binning must give the same counts."""
+    by ranksim.methods.binning must give the same counts."""
     many = [0, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44, 46, 48, 49]
     medium = [2, 4, 6, 8, 27, 35, 37]
     few = [k for k in range(50) if k not in many and k not in medium]
@@ -104,7 +104,7 @@ def test_shot_region_counts_on_test_split(real_data):
     assert sum(expected.values()) == 1000
     assert expected == {"many": 775, "medium": 175, "few": 50}  # regression guard, from the loop above
 
-    from ranksim.binning import STS_B_SHOT_BINS, label_bins
+    from ranksim.methods.binning import STS_B_SHOT_BINS, label_bins
     bins = label_bins(real_data.labels("test"), "sts_b")
     got = {region: int(np.isin(bins, STS_B_SHOT_BINS[region]).sum()) for region in expected}
     assert got == expected

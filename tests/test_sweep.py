@@ -1,4 +1,4 @@
-"""Grids of runs (ranksim/sweep.py, scripts/sweep.py, scripts/reproduce_table.py).
+"""Grids of runs (ranksim/tools/sweep.py, scripts/sweep.py, scripts/reproduce_table.py).
 
 The runner is driven with tests/fake_train.py in place of train.py: it keeps train.py's command
 line and run-folder contract, and its test MAE is ``method.ranksim.gamma + seed / 10``, so each
@@ -18,8 +18,8 @@ from tiny import load_script
 
 from ranksim.config import dump, load_config, to_dict
 from ranksim.errors import UserError
-from ranksim.identity import RESULTS_VERSION, comparable, differences, is_operational, without_seed
-from ranksim.sweep import Point, grid_points, parse_grid, run_points, split_values, sweep
+from ranksim.engine.identity import RESULTS_VERSION, comparable, differences, is_operational, without_seed
+from ranksim.tools.sweep import Point, grid_points, parse_grid, run_points, split_values, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 FAKE = [sys.executable, str(REPO / "tests" / "fake_train.py")]
@@ -322,7 +322,7 @@ def test_reproduce_script_with_real_training(tmp_path, data_root):
 
 
 def test_swept_keys_are_logged_as_tensorboard_hparams():
-    from ranksim.engine import _log_hparams
+    from ranksim.engine.launch import _log_hparams
 
     class Writer:
         def add_hparams(self, hparams, metrics, run_name):
@@ -363,7 +363,7 @@ def test_exit_status_of_the_command_line_entry_points(capsys):
 
 
 # ---------------------------------------------------------------------------------------------
-# What a run is (ranksim.identity): seed, results version, stage 1, provenance
+# What a run is (ranksim.engine.identity): seed, results version, stage 1, provenance
 
 
 def test_a_seed_1_sweep_after_a_seed_0_sweep_trains_and_the_table_counts_two_seeds(tmp_path, calls):

@@ -11,8 +11,9 @@ import torch
 
 from ranksim.config import load_config
 from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
-from ranksim.engine import Trainer, make_loader, sharded_loader, worst_of_window
-from ranksim.fds import FDS
+from ranksim.engine.build import make_loader, sharded_loader
+from ranksim.engine.loop import Trainer, worst_of_window
+from ranksim.methods.fds import FDS
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))

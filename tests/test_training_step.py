@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from ranksim.config import load_config
-from ranksim.conr import conr_loss
-from ranksim.engine import Trainer
-from ranksim.lds import get_lds_kernel_window
-from ranksim.regularizer import batchwise_ranking_regularizer
+from ranksim.methods.conr import conr_loss
+from ranksim.engine.loop import Trainer
+from ranksim.methods.lds import get_lds_kernel_window
+from ranksim.methods.regularizer import batchwise_ranking_regularizer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ranksim.config import Config
 from ranksim.errors import UserError
-from ranksim.lds import prepare_weights
+from ranksim.methods.lds import prepare_weights
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class DataBundle:
     val: Dataset
     test: Dataset
     train_labels: np.ndarray      # (N,) float32, raw label units
-    binning: str                  # 'age' or 'sts_b' (ranksim.binning)
+    binning: str                  # 'age' or 'sts_b' (ranksim.methods.binning)
     target_scale: float = 1.0     # the model predicts label / target_scale (STS-B trains on score / 5)
     collate: Callable | None = None
     vocab_size: int = 0           # STS-B only

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from ranksim.config import Config
-from ranksim.fds import FDS
+from ranksim.methods.fds import FDS
 
 MODELS = ("resnet50", "resnet_small", "bilstm")
 

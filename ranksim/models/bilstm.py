@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ranksim.fds import FDS
+from ranksim.methods.fds import FDS
 from ranksim.models.head import RegressionHead
 
 

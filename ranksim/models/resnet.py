@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.models import resnet50
 from torchvision.models.resnet import BasicBlock
 
-from ranksim.fds import FDS
+from ranksim.methods.fds import FDS
 from ranksim.models.head import RegressionHead
 
 

@@ -39,7 +39,7 @@ from ranksim.data.age.split_file import read_age_split, write_age_split
 from ranksim.data.age.transforms import IMG_SIZE
 from ranksim.data.age.verify import verify_cli
 from ranksim.data.download import download
-from ranksim.data.files import MARKER
+from ranksim.data.files import MARKER, sha256_of
 from ranksim.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -87,9 +87,7 @@ def check_published_split(path: Path, benchmark: AgeBenchmark) -> None:
     """Check a freshly downloaded published split file: its SHA-256 when known, else its rows per
     split against the published counts. A file that fails is moved to ``<name>.rejected`` (it was
     just downloaded by this command) so that a rerun downloads it afresh."""
-    from ranksim.runs import file_sha256
-
-    digest = file_sha256(path)
+    digest = sha256_of(path)
     problem = None
     if benchmark.split_sha256 is not None:
         if digest != benchmark.split_sha256:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ranksim.binning import label_bins
+from ranksim.methods.binning import label_bins
 from ranksim.data.files import atomic_write
 from ranksim.data.sts_b.split_files import SPLIT_FILES, read_sts_tsv
 from ranksim.errors import UserError
@@ -24,7 +24,7 @@ def rebuild_splits(glue_dir: str | os.PathLike, out_root: str | os.PathLike, see
     """Rebuild ``{train,dev,test}_new.tsv`` from GLUE STS-B ``train.tsv`` + ``dev.tsv``; return row counts.
 
     The DIR procedure with a fixed seed: pool both files, put each pair in one of ``num_bins``
-    equal score bins over ``[0, 5]`` (5.0 in the last; the bins of :func:`ranksim.binning.label_bins`
+    equal score bins over ``[0, 5]`` (5.0 in the last; the bins of :func:`ranksim.methods.binning.label_bins`
     on float32 scores, as the authors' ``np.histogram`` does), and from each bin of ``n`` pairs
     draw ``k`` for dev and ``k`` more for test without replacement; the rest is train.
     ``k = per_bin // 2`` when ``n >= per_bin``, as the authors do. For a smaller bin, where their

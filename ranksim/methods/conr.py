@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ranksim.losses import as_batch_vector
+from ranksim.methods.losses import as_batch_vector
 
 
 def _column(name: str, tensor: torch.Tensor, n: int) -> torch.Tensor:
@@ -89,7 +89,7 @@ def gathered_conr_loss(features: torch.Tensor, targets: torch.Tensor, preds: tor
     (detached) predictions, targets and weights of all processes are concatenated in rank order;
     the loss does not depend on the order of the views, so every process gets the value of
     :func:`conr_loss` on the whole batch. DDP averages parameter gradients over the N processes,
-    so the caller multiplies the loss by N before ``backward`` (``ranksim.engine`` does). Without a
+    so the caller multiplies the loss by N before ``backward`` (``ranksim.engine.loop`` does). Without a
     process group this is :func:`conr_loss`. ``settings`` are :func:`conr_loss`'s keywords.
     """
     from ranksim.distributed import gather_with_local_grad

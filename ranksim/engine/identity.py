@@ -280,7 +280,7 @@ def stage1_changed(run_dir: Path) -> str | None:
     Catches a stage 1 trained again by an earlier invocation, which the config alone cannot show.
     A run without ``stage1.json`` cannot be checked, so it is stale too.
     """
-    from ranksim.runs import file_sha256
+    from ranksim.engine.runs import file_sha256
 
     record_path = Path(run_dir) / STAGE1_FILE
     if not record_path.is_file():

@@ -7,7 +7,7 @@
   ours. ``scripts/collect_results.py``, the reproduce scripts, the quick start and
   ``scripts/sweep.py`` all print it.
 
-Runs are grouped by what they are (:mod:`ranksim.identity`): their title, their config without
+Runs are grouped by what they are (:mod:`ranksim.engine.identity`): their title, their config without
 the operational keys and without the seed, their provenance (trained here, or converted from the
 authors' weights: never averaged with ours, and labelled) and the fingerprint of their data. Runs
 of the same config and seed are duplicates: the first (by path) counts, the others are listed.
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import yaml
 
-from ranksim.identity import (comparable, config_key, format_value, provenance_key, provenance_label, read_identity,
-                              stale_reason, without_seed)
-from ranksim.sweep import last_error
+from ranksim.engine.identity import (comparable, config_key, format_value, provenance_key, provenance_label,
+                                     read_identity, stale_reason, without_seed)
+from ranksim.engine.runs import last_error
 
 REGIONS = ("all", "many", "medium", "few")
 HEADLINE = {"age": (("mae", 1.0), ("gm", 1.0)), "sts_b": (("mse", 1.0), ("pearson", 100.0))}
@@ -60,14 +60,14 @@ def region_table(metrics: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # Collecting a folder of runs into a paper table
 
-REFERENCE_CSV = Path(__file__).resolve().parent / "reference" / "paper_tables.csv"
+REFERENCE_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_tables.csv"
 REFERENCE_DATASET = {"agedb": "agedb_dir", "imdb_wiki": "imdb_wiki_dir", "sts_b": "sts_b_dir"}
 # Paper order of the rows, by title without " + RankSim" (each row is followed by its RankSim twin).
 TITLE_ORDER = ["vanilla", "sqinv", "inv", "sqinv + lds", "inv + lds", "fds", "sqinv + fds", "sqinv + lds + fds",
                "inv + lds + fds", "focal-r", "focal-r + lds", "focal-r + fds", "focal-r + lds + fds",
                "rrt", "rrt + lds", "rrt + fds", "rrt + lds + fds"]
 RANKSIM_SUFFIX = " + ranksim"
-STALE = re.compile(r"\.stale\d+$")  # runs moved aside by ranksim.sweep.run_points(rerun_stale=True)
+STALE = re.compile(r"\.stale\d+$")  # runs moved aside by ranksim.tools.sweep.run_points(rerun_stale=True)
 
 
 @dataclass
@@ -79,11 +79,11 @@ class Run:
     seed: int
     metrics: dict | None      # test metrics, None while unfinished
     status: str               # "finished", or why not
-    config: dict = field(default_factory=dict)  # ranksim.identity.comparable of its config.yaml (seed included)
-    diagnostics: dict | None = None  # test-split feature diagnostics (ranksim.analysis.FeatureDiagnostics)
-    provenance: dict = field(default_factory=lambda: {"kind": "trained"})  # ranksim.identity: trained or converted
-    data: str | None = None   # fingerprint of the splits it saw (ranksim.identity.data_fingerprint)
-    stale: str | None = None  # why its numbers are not the current code's (ranksim.identity.stale_reason)
+    config: dict = field(default_factory=dict)  # ranksim.engine.identity.comparable of its config.yaml (seed included)
+    diagnostics: dict | None = None  # test-split feature diagnostics (ranksim.evaluation.diagnostics.FeatureDiagnostics)
+    provenance: dict = field(default_factory=lambda: {"kind": "trained"})  # ranksim.engine.identity: trained or converted
+    data: str | None = None   # fingerprint of the splits it saw (ranksim.engine.identity.data_fingerprint)
+    stale: str | None = None  # why its numbers are not the current code's (ranksim.engine.identity.stale_reason)
 
 
 def reference_numbers(dataset: str, path: Path = REFERENCE_CSV) -> dict:

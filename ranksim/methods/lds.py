@@ -19,7 +19,7 @@ import torch
 from scipy.ndimage import convolve1d, gaussian_filter1d
 from scipy.signal.windows import triang
 
-from ranksim.binning import STS_B_NUM_BINS, check_binning, label_bins
+from ranksim.methods.binning import STS_B_NUM_BINS, check_binning, label_bins
 
 KERNELS = ("gaussian", "triang", "laplace")
 REWEIGHTS = ("none", "inverse", "sqrt_inv")

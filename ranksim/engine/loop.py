@@ -1,8 +1,10 @@
-"""The training and evaluation loop (SPEC 8), used by ``train.py`` and ``evaluate.py``.
+"""The training loop (SPEC 8): :class:`Trainer` runs the epochs of one run.
 
 One code path for every dataset and method: the config says which loss, re-weighting, LDS, FDS,
-RankSim and RRT stage apply. Functions return dicts of metrics; the entry points only parse,
-build and call.
+RankSim and RRT stage apply. What the loop builds (loaders, loss, optimiser, schedulers) is in
+:mod:`ranksim.engine.build`, the state it resumes from in :mod:`ranksim.engine.checkpoint`,
+prediction and metrics in :mod:`ranksim.engine.inference`, and one whole run (folder, TensorBoard,
+fit, test) in :mod:`ranksim.engine.launch`.
 
 Order within an epoch, as in the authors' code: train (validating every
 ``schedule.val_every_iters`` iterations when set), then the FDS statistics pass, then the
@@ -12,10 +14,9 @@ from ``(seed, epoch, sample index)`` (:mod:`ranksim.data.seeding`, which also re
 loader workers), so that a run resumed from ``last.pt`` sees the same batches, augmentations and
 choices as an uninterrupted one.
 
-The learning-rate policy lives in two schedulers built together: the milestone decay, stepped by
-:meth:`Trainer.fit` at the end of each epoch, and the optional plateau decay
-(``schedule.plateau_lr_factor``), stepped after each validation by
-:meth:`Trainer.validation_step`. ``validate()`` only measures and records.
+The milestone LR decay is stepped by :meth:`Trainer.fit` at the end of each epoch, the optional
+plateau decay after each validation by :meth:`Trainer.validation_step`. ``validate()`` only
+measures and records.
 """
 
 from __future__ import annotations
@@ -23,35 +24,32 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from ranksim.analysis import FeatureDiagnostics, diagnostics_line
-from ranksim.config import Config, config_from_dict, get_key, to_dict
+from ranksim.config import Config, to_dict
 from ranksim.data.build import DataBundle, build_data
 from ranksim.data.seeding import KeyedSampler, SeededItems, ShuffledShard
-from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, gather_shards, get_rank,
-                                 get_world_size, is_main_process, shard_indices)
+from ranksim.distributed import (all_reduce_sum, barrier, broadcast_buffers, get_rank, get_world_size,
+                                 is_main_process)
+from ranksim.engine.build import (build_loss, build_optimizer, build_schedulers, epoch_seed, make_loader,
+                                  seed_everything, sharded_loader)
+from ranksim.engine.checkpoint import TrainState, load_rrt_stage1
+from ranksim.engine.inference import autocast, evaluate, predict, region_metrics, selection_metric, to_device
+from ranksim.engine.runs import append_jsonl, load_checkpoint, load_state_strict, save_atomic
 from ranksim.errors import UserError
-from ranksim.identity import (RESULTS_VERSION, STAGE1_FILE, TRAINED, data_fingerprint, read_identity,
-                              write_identity)
-from ranksim.conr import gathered_conr_loss
-from ranksim.losses import build_loss
-from ranksim.metrics import per_label_errors, shot_metrics, shot_metrics_sts_b
+from ranksim.evaluation.diagnostics import FeatureDiagnostics, diagnostics_line
+from ranksim.evaluation.metrics import per_label_errors
+from ranksim.methods.conr import gathered_conr_loss
+from ranksim.methods.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
 from ranksim.models import build_model
-from ranksim.regularizer import batchwise_ranking_regularizer, gathered_ranking_regularizer
-from ranksim.runs import append_jsonl, checkpoint_file, file_sha256, load_checkpoint, load_state_strict, save_atomic
 
 logger = logging.getLogger("ranksim.engine")
 
@@ -64,143 +62,6 @@ class TrainingDiverged(UserError):
     """The loss became NaN, infinite or larger than ``logging.max_loss``."""
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name} was asked for but CUDA is not available; use device=cpu or device=auto")
-    return device
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 100_003 + epoch
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def to_device(inputs, device: torch.device):
-    if isinstance(inputs, (tuple, list)):
-        return type(inputs)(to_device(x, device) for x in inputs)
-    return inputs.to(device, non_blocking=True)
-
-
-def make_loader(cfg: Config, dataset, data: DataBundle, sampler=None, batch_size: int | None = None,
-                persistent: bool = False) -> DataLoader:
-    """A loader over ``dataset`` in order, or in ``sampler``'s order; ``batch_size`` is per process.
-
-    ``persistent`` keeps the worker pool between passes (``data.persistent_workers`` permitting):
-    only for the training loader, which is iterated every epoch. Loaders made for one pass
-    (evaluation, the FDS statistics pass) must not leave a pool behind. Each loader has its own
-    generator, so making or iterating one never draws from the global RNG.
-    """
-    d = cfg.data
-    workers = d.num_workers
-    extra = dict(persistent_workers=persistent and d.persistent_workers,
-                 prefetch_factor=d.prefetch_factor) if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size or local_batch_size(cfg), sampler=sampler,
-                      num_workers=workers, collate_fn=data.collate,
-                      pin_memory=d.pin_memory and torch.cuda.is_available(), drop_last=False,
-                      generator=torch.Generator().manual_seed(cfg.seed), **extra)
-
-
-def local_batch_size(cfg: Config) -> int:
-    """The config's global batch size divided across the processes."""
-    world = get_world_size()
-    if cfg.optim.batch_size % world:
-        raise UserError(f"optim.batch_size={cfg.optim.batch_size} does not divide across {world} processes; "
-                        f"use a multiple of {world}")
-    return cfg.optim.batch_size // world
-
-
-def sharded_loader(cfg: Config, dataset, data: DataBundle) -> DataLoader:
-    """This process's unpadded strided share of ``dataset`` (see :func:`ranksim.distributed.shard_indices`)."""
-    if get_world_size() > 1:
-        dataset = Subset(dataset, list(shard_indices(len(dataset))))
-    return make_loader(cfg, dataset, data)
-
-
-def selection_metric(cfg: Config) -> str:
-    if cfg.schedule.select_by != "auto":
-        return cfg.schedule.select_by
-    return "mse" if cfg.method.loss in ("mse", "focal_mse", "bmse") else "mae"
-
-
-# ---------------------------------------------------------------------------------------------
-# Evaluation
-
-
-@torch.no_grad()
-def predict(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
-            desc: str = "eval", with_features: bool = False):
-    """Predictions (float64) and labels (in the dataset's float32) over ``dataset``, ``(N,)`` arrays.
-
-    With ``with_features``, also the features the model returns beside its predictions (the
-    encoder output; FDS does not smooth in eval mode), a float32 CPU tensor ``(N, D)``.
-
-    Labels keep their float32 values: widening float32(2.6) to float64 gives 2.5999999, which
-    falls in STS-B bin 25 instead of 26 (ranksim.binning compares in the labels' own precision).
-
-    Under DDP each process predicts its shard and the shards are gathered back into dataset
-    order, so every process gets the single-process arrays.
-    """
-    model.eval()
-    preds, labels, features = [], [], []
-    loader = sharded_loader(cfg, dataset, data)
-    for inputs, targets, _ in tqdm(loader, desc=desc, leave=False, disable=not (cfg.logging.progress and is_main_process())):
-        with autocast(cfg, device):
-            pred, feature = model(to_device(inputs, device))
-        preds.append(pred.float().reshape(-1) * data.target_scale)
-        labels.append(targets.to(device).reshape(-1).float())
-        if with_features:
-            features.append(feature.detach().flatten(1).float())
-    preds = gather_shards(torch.cat(preds), len(dataset)).double().cpu().numpy()
-    labels = gather_shards(torch.cat(labels), len(dataset)).cpu().numpy()
-    if not with_features:
-        return preds, labels
-    return preds, labels, gather_shards(torch.cat(features), len(dataset)).cpu()
-
-
-def autocast(cfg: Config, device: torch.device):
-    """Mixed-precision context of ``cfg.precision`` (a no-op for fp32)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def region_metrics(preds: np.ndarray, labels: np.ndarray, data: DataBundle, cfg: Config) -> dict:
-    if data.binning == "sts_b":
-        return shot_metrics_sts_b(preds, labels)
-    return shot_metrics(preds, labels, data.train_labels)
-
-
-def evaluate(model: nn.Module, dataset, data: DataBundle, cfg: Config, device: torch.device,
-             desc: str = "eval") -> tuple[dict, np.ndarray, np.ndarray]:
-    preds, labels = predict(model, dataset, data, cfg, device, desc)
-    return region_metrics(preds, labels, data, cfg), preds, labels
-
-
-# ---------------------------------------------------------------------------------------------
-# Training state
-
-
-@dataclass
-class TrainState:
-    """What ``last.pt`` holds besides the model and optimizer; enough to resume exactly."""
-
-    epoch: int = 0                 # the next epoch to run
-    global_step: int = 0
-    best_metric: float = math.inf
-    best_epoch: int = -1
-    validations: int = 0
-    bad_validations: int = 0       # consecutive validations without improvement (patience)
-    stopped_early: bool = False
-    val_history: list = field(default_factory=list)  # every validation's select_by value (stop rule)
-
-
 def worst_of_window(history: list, patience: int) -> bool:
     """The authors' STS-B patience check (SPEC 8): the latest value is the worst of the last
     ``patience + 1``, once there are more than ``patience + 1`` values.
@@ -211,63 +72,6 @@ def worst_of_window(history: list, patience: int) -> bool:
     """
     window = patience + 1
     return len(history) > window and max(history[-window:]) <= history[-1]
-
-
-def build_schedulers(cfg: Config, optimizer: torch.optim.Optimizer):
-    """The LR policy: ``(milestone decay, plateau decay or None)``.
-
-    The milestone scheduler is stepped once per epoch; the plateau one after each validation,
-    with the validation value, multiplying the LR by ``plateau_lr_factor`` whenever the value is
-    not strictly below every earlier one (the same test as a new best).
-
-    Groups marked ``fixed_lr`` (Balanced MSE's noise scale) keep their learning rate: the
-    authors' schedule decays only the network's.
-    """
-    s = cfg.schedule
-    milestones = MilestoneLR(optimizer, s.milestones, s.lr_gamma)
-    plateau = None
-    if s.plateau_lr_factor != 1.0:
-        # A floor at a fixed group's own lr keeps the plateau decay off it.
-        floors = [g["lr"] if g.get("fixed_lr") else 0.0 for g in optimizer.param_groups]
-        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=s.plateau_lr_factor, patience=0, threshold=0.0,
-            threshold_mode="abs", cooldown=0, min_lr=floors, eps=0.0)
-    return milestones, plateau
-
-
-class MilestoneLR(torch.optim.lr_scheduler.MultiStepLR):
-    """``MultiStepLR`` that leaves the parameter groups marked ``fixed_lr`` alone."""
-
-    def get_lr(self):
-        return [group["lr"] if group.get("fixed_lr") else lr
-                for group, lr in zip(self.optimizer.param_groups, super().get_lr())]
-
-
-def build_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    o = cfg.optim
-    if o.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-
-
-def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = False) -> dict:
-    """RRT stage 2: the stage-1 encoder (and FDS statistics), a fresh regressor, frozen encoder.
-
-    ``trust_checkpoint`` (train.py --trust-checkpoint) allows full unpickling of the stage-1 file.
-    Returns which file was loaded and its SHA-256, which the run keeps in ``stage1.json`` so that
-    the reproduce scripts can tell when stage 1 was trained again after this run loaded it.
-    """
-    source = Path(cfg.method.rrt.stage1)
-    checkpoint = load_checkpoint(source, trust=trust_checkpoint)
-    path = checkpoint_file(source).resolve()
-    loaded = {"checkpoint": str(path), "sha256": file_sha256(path)}
-    state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
-    fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
-    load_state_strict(model, {**state, **fresh}, source)
-    for name, param in model.named_parameters():
-        param.requires_grad = name.startswith("head.linear.")
-    logger.info("RRT: loaded the stage-1 encoder from %s; training only the regressor", source)
-    return loaded
 
 
 class Trainer:
@@ -645,118 +449,11 @@ def _fmt(value) -> str:
 
 
 def _histogram_figure(data: DataBundle):
-    from ranksim.plots import label_histogram_figure
+    from ranksim.evaluation.plots import label_histogram_figure
     return label_histogram_figure(data.train_labels, data.binning)
 
 
 def _per_label_figure(preds, labels, data: DataBundle):
-    from ranksim.plots import per_label_error_figure
+    from ranksim.evaluation.plots import per_label_error_figure
     return per_label_error_figure({"val": per_label_errors(preds, labels, binning=data.binning)},
                                   data.train_labels, data.binning)
-
-
-def run_training(cfg: Config, run_dir: Path | Callable[[], Path], device: torch.device,
-                 resume: bool = False, trust_checkpoint: bool = False) -> dict:
-    """Train (or resume) the run in ``run_dir``, test its best checkpoint, return the results.
-
-    ``run_dir`` may also be a function that creates the run folder and returns it. It is called
-    once the data and model are built, so a run that fails before (a missing data folder, a bad
-    split file, a missing RRT stage 1) leaves no folder behind.
-
-    ``trust_checkpoint`` (train.py --trust-checkpoint) lets ``last.pt`` and the RRT stage-1
-    checkpoint be read with full unpickling; otherwise they are read with ``weights_only=True``.
-    """
-    trainer = Trainer(cfg, None, device, trust_checkpoint=trust_checkpoint)
-    if callable(run_dir):
-        run_dir = run_dir()
-    data = data_fingerprint(cfg)
-    purge_step = None
-    if resume:
-        last = run_dir / "checkpoints" / "last.pt"
-        trainer.restore(load_checkpoint(last, trust=trust_checkpoint), last)
-        check_resumable(run_dir, data)
-        purge_step = trainer.state.global_step
-        if is_main_process():
-            drop_records_after(run_dir / "metrics.jsonl", trainer.state.validations)
-    writer = None
-    if cfg.logging.tensorboard and is_main_process():
-        from torch.utils.tensorboard import SummaryWriter
-        # purge_step: the events that a killed run logged after its last checkpoint are dropped,
-        # so that TensorBoard shows each step once after a resume.
-        writer = SummaryWriter(str(run_dir), purge_step=purge_step)
-    trainer.run_dir, trainer.writer = run_dir, writer
-    if not resume and is_main_process():
-        write_identity(run_dir, TRAINED, data)
-        if trainer.rrt_stage1:
-            (run_dir / STAGE1_FILE).write_text(json.dumps(trainer.rrt_stage1, indent=2))
-    try:
-        if resume:
-            logger.info("resuming %s at epoch %d", run_dir, trainer.state.epoch)
-        trainer.fit()
-        results = trainer.test()
-        if writer is not None:
-            _log_hparams(writer, cfg, results)
-        return results
-    finally:
-        if writer is not None:
-            writer.close()
-
-
-def check_resumable(run_dir: Path, data: str | None) -> None:
-    """Refuse to continue a run of older code, or on other data: its two halves would not be one run."""
-    identity = read_identity(run_dir)
-    if identity.results_version != RESULTS_VERSION:
-        made = "before results versions were recorded" if identity.results_version is None else \
-            f"by results version {identity.results_version}"
-        raise UserError(f"{run_dir} was started {made} and this code is version {RESULTS_VERSION}; a resumed run "
-                        "would mix the two, so start it again in a new folder")
-    if identity.data and data and identity.data != data:
-        raise UserError(f"{run_dir} was started on other data (split fingerprint {identity.data}, now {data}); "
-                        "resume it on the data it started with, or start a new run")
-
-
-def drop_records_after(path: Path, validations: int) -> None:
-    """Keep the first ``validations`` lines of ``metrics.jsonl``: those of the checkpoint resumed from.
-
-    A run killed after a validation but before its next ``last.pt`` wrote lines that the resumed
-    run writes again; without this they would appear twice.
-    """
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    if len(lines) > validations:
-        logger.info("%s: dropping %d validation line(s) written after the checkpoint", path, len(lines) - validations)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(lines[:validations]))
-        os.replace(tmp, path)
-
-
-# The hparams every run logs, and the config key each one shows: a swept key of logging.hparams
-# replaces the short name, so that the HParams tab does not list one value twice.
-HPARAM_KEYS = {"reweight": "method.reweight", "lds": "method.lds.enabled", "fds": "method.fds.enabled",
-               "ranksim": "method.ranksim.enabled", "rrt": "method.rrt.enabled", "loss": "method.loss",
-               "lr": "optim.lr", "batch_size": "optim.batch_size", "ranksim_gamma": "method.ranksim.gamma",
-               "conr_weight": "method.conr.weight", "bmse_variant": "method.bmse.variant"}
-
-
-def _log_hparams(writer, cfg: Config, results: dict) -> None:
-    m = cfg.method
-    hparams = {"reweight": m.reweight, "lds": m.lds.enabled, "fds": m.fds.enabled, "ranksim": m.ranksim.enabled,
-               "rrt": m.rrt.enabled, "loss": m.loss, "lr": cfg.optim.lr, "batch_size": cfg.optim.batch_size,
-               "ranksim_gamma": m.ranksim.gamma if m.ranksim.enabled else 0.0,
-               "conr_weight": m.conr.weight if m.conr.enabled else 0.0,
-               "bmse_variant": m.bmse.variant if m.loss == "bmse" else "none"}
-    hparams = {name: value for name, value in hparams.items() if HPARAM_KEYS[name] not in cfg.logging.hparams}
-    for key in cfg.logging.hparams:  # the swept keys of scripts/sweep.py; lists are shown as text
-        value = get_key(cfg, key)
-        hparams[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
-    final = {f"hparam/{region}_{name}": v for region, values in results["metrics"].items() if values
-             for name, v in values.items() if name in ("mae", "mse", "gm", "pearson") and v is not None}
-    writer.add_hparams(hparams, final, run_name=".")
-
-
-def config_of_checkpoint(checkpoint: dict, source) -> Config:
-    try:
-        return config_from_dict(checkpoint["config"], f"config stored in {source}")
-    except KeyError:
-        raise UserError(f"{source} holds no config; it was not written by this repository's train.py") from None

@@ -9,7 +9,7 @@ Regions:
   ``many_shot_thr`` (100) training samples, ``'few'`` if fewer than ``low_shot_thr`` (20, zero
   included), else ``'medium'``.
 - STS-B (:func:`shot_regions_sts_b`): fixed lists of the 50 label bins
-  (:data:`ranksim.binning.STS_B_SHOT_BINS`), never recomputed from the data.
+  (:data:`ranksim.methods.binning.STS_B_SHOT_BINS`), never recomputed from the data.
 
 Metrics (:func:`shot_metrics`, :func:`shot_metrics_sts_b`), for ``'all'``, ``'many'``, ``'medium'``
 and ``'few'``: ``mse``, ``mae``, ``gm`` (geometric mean of ``|error|`` with exact zeros replaced by
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ranksim.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, check_binning, label_bins
+from ranksim.methods.binning import STS_B_NUM_BINS, STS_B_SHOT_BINS, check_binning, label_bins
 
 REGIONS = ("many", "medium", "few")
 METRICS = ("mse", "mae", "gm", "pearson", "spearman", "count", "bmse", "bmae")

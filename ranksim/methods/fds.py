@@ -51,7 +51,7 @@ Faithful and fixed behaviour (``faithful``, SPEC 4). The authors' FDS has three 
 
 Other decisions:
 
-- Buckets use the plain clamp of :func:`ranksim.binning.fds_buckets`; the authors' age code
+- Buckets use the plain clamp of :func:`ranksim.methods.binning.fds_buckets`; the authors' age code
   clamps only when the edge label itself is present in the batch.
 - Buckets with no sample in an update keep their running values (the authors' loop skips them);
   with ``binning='sts_b'`` they are then filled from their neighbours, in ascending order as in the
@@ -80,8 +80,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ranksim.binning import check_binning, fds_buckets
-from ranksim.lds import kernel_window
+from ranksim.methods.binning import check_binning, fds_buckets
+from ranksim.methods.lds import kernel_window
 
 log = logging.getLogger(__name__)
 

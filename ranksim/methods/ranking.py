@@ -37,7 +37,7 @@ _LAMBDA_EPS = 1e-8
 def uses_numpy_sort(x: torch.Tensor) -> bool:
     """Whether rows of ``x`` are sorted by numpy (CPU tensors) rather than ``torch.sort``.
 
-    The one switch for both fast paths (here and in :func:`ranksim.regularizer.label_ranks`);
+    The one switch for both fast paths (here and in :func:`ranksim.methods.regularizer.label_ranks`);
     tests turn it off to run the generic path on CPU.
     """
     return x.device.type == "cpu"

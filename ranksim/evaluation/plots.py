@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ranksim.binning import label_bins  # noqa: E402
-from ranksim.metrics import shot_regions, shot_regions_sts_b  # noqa: E402
+from ranksim.methods.binning import label_bins  # noqa: E402
+from ranksim.evaluation.metrics import shot_regions, shot_regions_sts_b  # noqa: E402
 
 REGION_COLOURS = {"many": "#d9ead3", "medium": "#fff2cc", "few": "#f4cccc"}
 
@@ -101,7 +101,7 @@ def per_label_error_figure(curves: dict[str, list[dict]], train_labels: np.ndarr
                            metric: str = "mae", title: str | None = None):
     """Per-label error of one or several runs on one axis, regions shaded (the paper's style).
 
-    ``curves`` maps a run name to ``ranksim.metrics.per_label_errors`` output.
+    ``curves`` maps a run name to ``ranksim.evaluation.metrics.per_label_errors`` output.
     """
     return _curves_figure(curves, metric, train_labels, binning, metric.upper(),
                           title or f"Per-label {metric.upper()}")
@@ -111,8 +111,8 @@ def rank_correlation_figure(curves: dict[str, list[dict]], train_labels: np.ndar
                             split: str = "test"):
     """Mean rank correlation of feature and label similarity per label, one curve per run.
 
-    ``curves`` maps a run name to ``ranksim.analysis.per_label_mean`` output of
-    ``ranksim.analysis.rank_similarity_correlation``: the quantity RankSim pushes towards 1.
+    ``curves`` maps a run name to ``ranksim.evaluation.diagnostics.per_label_mean`` output of
+    ``ranksim.evaluation.diagnostics.rank_similarity_correlation``: the quantity RankSim pushes towards 1.
     """
     fig = _curves_figure(curves, "mean", train_labels, binning, "Spearman(feature sim., label sim.)",
                          f"Rank correlation of feature and label similarity ({split} split)")

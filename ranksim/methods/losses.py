@@ -13,9 +13,9 @@ Every loss is ``mean(w * l(pred, target))`` over the batch, with ``e = pred - ta
   ``f = (2 sigmoid(beta |e|) - 1) ** gamma`` (``activate='sigmoid'``) or ``tanh(beta |e|) ** gamma``
   (``activate='tanh'``); defaults ``beta=0.2, gamma=1``.
 
-``bmse`` (Balanced MSE, SPEC 9.1) is registered in :data:`STATEFUL_LOSSES`: it holds a learnable
-noise scale and statistics of the training labels, so it is a module built by :func:`build_loss`
-(see :mod:`ranksim.balanced_mse`), not a plain function of ``LOSSES``.
+``bmse`` (Balanced MSE, SPEC 9.1) is not here: it holds a learnable noise scale and statistics of
+the training labels, so it is a module (:mod:`ranksim.methods.balanced_mse`), which the training
+loss factory :func:`ranksim.engine.build.build_loss` builds from the config.
 
 Shapes: ``pred`` and ``target`` are ``(B,)`` or ``(B, 1)`` (they need not match, as long as ``B``
 does; a ``(B, 1)`` against ``(B,)`` pair is never broadcast to ``(B, B)``); ``weights`` is ``None``,
@@ -123,29 +123,6 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "focal_l1": focal_l1,
     "focal_mse": focal_mse,
 }
-
-
-# Losses with parameters or data of their own: name -> builder(method_config, train_labels,
-# binning, target_scale) returning an nn.Module called as (pred, target, weights).
-def _build_bmse(m, train_labels, binning: str, target_scale: float):
-    from ranksim.balanced_mse import BalancedMSELoss
-    lds = dict(lds=m.lds.enabled, lds_kernel=m.lds.kernel, lds_ks=m.lds.ks, lds_sigma=m.lds.sigma)
-    return BalancedMSELoss(m.bmse.variant, m.bmse.init_noise_sigma, train_labels, binning=binning,
-                           target_scale=target_scale, gmm_components=m.bmse.gmm_components, lds=lds)
-
-
-STATEFUL_LOSSES: dict[str, Callable] = {"bmse": _build_bmse}
-
-
-def build_loss(method, train_labels, binning: str = "age", target_scale: float = 1.0) -> Callable[..., torch.Tensor]:
-    """The training loss of a ``MethodConfig``: a :data:`STATEFUL_LOSSES` module or :func:`get_loss`."""
-    if method.loss in STATEFUL_LOSSES:
-        return STATEFUL_LOSSES[method.loss](method, train_labels, binning, target_scale)
-    m = method
-    params = {"huber": {"beta": m.huber_beta},
-              "focal_l1": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma},
-              "focal_mse": {"activate": m.focal_activate, "beta": m.focal_beta, "gamma": m.focal_gamma}}
-    return get_loss(m.loss, **params.get(m.loss, {}))
 
 
 def get_loss(name: str, **params) -> Callable[..., torch.Tensor]:

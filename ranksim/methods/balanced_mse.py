@@ -51,9 +51,9 @@ import torch.nn.functional as F
 from scipy.ndimage import convolve1d
 from torch import nn
 
-from ranksim.binning import STS_B_NUM_BINS, label_bins
-from ranksim.lds import get_lds_kernel_window
-from ranksim.losses import as_batch_vector
+from ranksim.methods.binning import STS_B_NUM_BINS, label_bins
+from ranksim.methods.lds import get_lds_kernel_window
+from ranksim.methods.losses import as_batch_vector
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def gathered_bmc_loss(pred, target, noise_var, weights=None) -> torch.Tensor:
     (one GPU or DataParallel). Every process gets the value of :func:`bmc_loss` on the
     concatenation of all processes' batches, in rank order. As with gathered RankSim, DDP averages
     parameter gradients over the N processes, so the caller multiplies the loss by N before
-    ``backward`` (``ranksim.engine`` does; sigma's gradient, outside DDP, is then averaged and
+    ``backward`` (``ranksim.engine.loop`` does; sigma's gradient, outside DDP, is then averaged and
     divided by N). Without a process group this is :func:`bmc_loss`.
     """
     from ranksim.distributed import gather_with_local_grad

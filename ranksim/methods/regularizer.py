@@ -10,7 +10,7 @@ returns a scalar: for the de-duplicated batch of ``m`` samples (one per distinct
 
 with ``S = x_hat x_hat^T`` the cosine similarity of the flattened features and
 ``T_ij = -|y_i - y_j|``. Feature ranks go through the blackbox ranker
-(:class:`ranksim.ranking.TrueRanker`); label ranks are constants. The training loss is
+(:class:`ranksim.methods.ranking.TrueRanker`); label ranks are constants. The training loss is
 ``task_loss + gamma * loss``.
 
 All rows are ranked in one batched sort, with no Python loop over rows or labels, and the result
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ranksim import ranking
-from ranksim.ranking import TrueRanker, scatter_positions
+from ranksim.methods import ranking
+from ranksim.methods.ranking import TrueRanker, scatter_positions
 
 
 def _check_inputs(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -210,7 +210,7 @@ def gathered_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor, 
     process so that de-duplication keeps the same samples. Gradients flow only to the local
     ``features``: ``d loss / d features`` is the slice of the single-process gradient. DDP
     *averages* parameter gradients over the N processes, so a caller that wants the gradient of
-    the global regularizer multiplies the loss by N before ``backward`` (``ranksim.engine`` does).
+    the global regularizer multiplies the loss by N before ``backward`` (``ranksim.engine.loop`` does).
     Without a process group this is :func:`batchwise_ranking_regularizer`.
     """
     from ranksim.distributed import gather_with_local_grad

@@ -1,7 +1,7 @@
 """Grids of training runs (sweeps, paper tables): run them, reuse only what is provably the same run.
 
 * :func:`run_points`: run a list of :class:`Point` through ``train.py``, one run folder each. A
-  point whose folder holds the same run (:mod:`ranksim.identity`: the same config, seed included,
+  point whose folder holds the same run (:mod:`ranksim.engine.identity`: the same config, seed included,
   trained here on the same data by the current results version) is skipped when it has
   ``results.json`` and resumed when it has only ``checkpoints/last.pt``. A folder holding any
   other run is refused as stale, with the reason (or, with ``rerun_stale``, moved aside and
@@ -14,7 +14,7 @@
 * :func:`grid_points` and :func:`sweep`: the Cartesian grid of ``key=v1,v2`` values that
   ``scripts/sweep.py`` runs, also usable from Python::
 
-      from ranksim.sweep import sweep
+      from ranksim.tools.sweep import sweep
       outcomes, table = sweep("configs/quickstart/ranksim.yaml",
                               {"method.ranksim.gamma": [1, 10], "seed": [0, 1]},
                               overrides=["schedule.epochs=1"], out="runs/sweeps/gamma")
@@ -37,22 +37,12 @@ import yaml
 
 from ranksim.config import load_config, parse_override
 from ranksim.errors import UserError, exit_status
-from ranksim.identity import (SEED_KEY, comparable, config_key, data_fingerprint, differences, is_operational,
-                              read_identity, stale_reason, without_seed)
+from ranksim.engine.identity import (SEED_KEY, comparable, config_key, data_fingerprint, differences, is_operational,
+                                     read_identity, stale_reason, without_seed)
+from ranksim.engine.runs import last_error
 
 logger = logging.getLogger("ranksim.sweep")
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-def last_error(run_dir: Path, since: int = 0) -> str | None:
-    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
-    log = Path(run_dir) / "train.log"
-    if not log.is_file():
-        return None
-    with open(log, "rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
-    errors = [line for line in text.splitlines() if " ERROR " in line]
-    return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +77,7 @@ def default_train_command() -> list[str]:
 def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
     """Why the run in ``point.out`` is not the run ``point`` asks for now; None when it is.
 
-    The same run (ranksim.identity): the same config, seed included; trained here; on the same
+    The same run (ranksim.engine.identity): the same config, seed included; trained here; on the same
     data; by the current results version; for RRT, on the stage 1 it recorded.
     """
     if rerun_needs:
@@ -316,7 +306,7 @@ def grid_points(config: str | Path, grid: dict[str, Sequence[Any]], overrides: S
         raise UserError("nothing to sweep: give at least one key with two or more values, e.g. method.ranksim.gamma=1,10")
     for key in swept:
         if is_operational(key):
-            raise UserError(f"'{key}' does not change what is trained (ranksim.identity.OPERATIONAL_KEYS), so its "
+            raise UserError(f"'{key}' does not change what is trained (ranksim.engine.identity.OPERATIONAL_KEYS), so its "
                             "points would be one config; set it for every point after --")
     fixed_keys = {parse_override(text)[0] for text in fixed}
     for key in swept:
@@ -355,7 +345,7 @@ def sweep(config: str | Path, grid: dict[str, Sequence[Any]], overrides: Sequenc
     folder, from this invocation or an earlier one), one column per swept key other than the seed.
     It shows only :func:`current_runs`; it is empty in a dry run, and when no point has a result.
     """
-    from ranksim.report import collect, render
+    from ranksim.results.report import collect, render
 
     out, points = grid_points(config, grid, overrides, out, progress=jobs == 1)
     outcomes = run_points(points, train=train, jobs=jobs, dry_run=dry_run, rerun_stale=rerun_stale)
@@ -377,7 +367,7 @@ def current_runs(points: Sequence[Point], runs_dir: Path) -> list:
     read now (when that is known). So a table printed after a grid never shows a run that the
     grid refused as stale, nor one of another config left in the same folder.
     """
-    from ranksim.report import discover_runs
+    from ranksim.results.report import discover_runs
 
     wanted: dict[str, str | None] = {}
     for point in points:

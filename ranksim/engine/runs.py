@@ -13,7 +13,7 @@ A run folder is self-contained (STYLE rule 3)::
         results.json         test metrics of best.pt per shot region
         stage1.json          RRT stage 2 only: the stage-1 checkpoint it loaded, and its SHA-256
         identity.json        results version, provenance (trained here / converted) and the data's
-                             fingerprint: what makes two runs the same (ranksim.identity)
+                             fingerprint: what makes two runs the same (ranksim.engine.identity)
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # torch is imported where it is used, so that config errors r
     import torch
 
 logger = logging.getLogger("ranksim")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -142,6 +142,18 @@ def setup_logging(run_dir: Path | None = None, level: int = logging.INFO) -> Non
         file_handler = logging.FileHandler(run_dir / "train.log")
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
+
+
+def last_error(run_dir: Path, since: int = 0) -> str | None:
+    """The last ERROR line of a run's ``train.log`` (after its first ``since`` bytes), without its time stamp."""
+    log = Path(run_dir) / "train.log"
+    if not log.is_file():
+        return None
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    return errors[-1].split(" ERROR ", 1)[1][:160] if errors else None
 
 
 # Write errors that mean "no room", not a bug: a full disk, a quota, a file-size limit (ulimit -f).

@@ -1,0 +1,1 @@
+"""Finished runs read back: the results collector and its tables."""
