@@ -103,7 +103,7 @@ class RankSimConfig:
     gather: bool = False         # see above
     # Not in the paper (off by default): subtract the batch mean of the features before the cosine
     # similarity, so that a component common to all samples (pooled ReLU features) cannot
-    # dominate every similarity. See the README's "What RankSim does to the features".
+    # dominate every similarity. See docs/ranksim_features.md.
     center_features: bool = False  # see above
 
 
@@ -502,4 +502,4 @@ def _validate_bmse_conr(cfg: Config) -> None:
             raise UserError(f"'method.conr.{key}' must be >= 0, got {getattr(c, key)}")
     if c.enabled and cfg.data.dataset == "sts_b":
         raise UserError("method.conr.enabled is not available for sts_b: ConR's two views are image augmentations "
-                        "(SPEC 9.2) and STS-B has none; see the README's ConR section")
+                        "(SPEC 9.2) and STS-B has none; see docs/balanced_mse_conr.md")

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # The projection arithmetic is shared with the reproduce scripts' --preflight (no torch import).
-from ranksim.preflight import duration, row_seconds  # noqa: E402
+from ranksim.tools.preflight import duration, row_seconds  # noqa: E402
 NINE_MINUTES = 540
 
 # Split sizes and epochs of the age tables (SPEC 6-8; the README's GPU section).

@@ -22,7 +22,7 @@ the RRT rows that load it; RRT rows get their stage-1 run folder (same seed) pas
 - --preflight trains nothing for good: it checks the data, runs every row for a few iterations of
   two epochs with its real config (an RRT row on its stage-1 row's preflight checkpoint, that row
   added when --rows left it out), then prints each row's measured rates, peak memory and
-  projected full time, and the table's (ranksim.preflight; docs/preflight.md). Its runs go to a
+  projected full time, and the table's (ranksim.tools.preflight; docs/preflight.md). Its runs go to a
   scratch folder, preflight/DATASET-TIME by default, removed at the end unless --keep; its
   report is written beside it as DATASET-TIME.json. runs/ is not touched. Status 1 when a row
   failed or the data check found a problem.
@@ -143,7 +143,7 @@ def make_points(folder: Path, runs: Path, rows: list[str], seed: int, extra: lis
 
 def preflight_plans(folder: Path, all_rows: list[str], rows: list[str], seed: int, extra: list[str]) -> list:
     """The preflight's rows: ``rows``, and the stage-1 row of any RRT row among them, in table order."""
-    from ranksim.preflight import RowPlan
+    from ranksim.tools.preflight import RowPlan
 
     for text in extra:
         key = parse_override(text)[0]
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
             raise UserError(f"--jobs must be at least 1, got {args.jobs}")
         seed, rest = seed_of(args.seed, extra)
         if args.preflight:
-            from ranksim.preflight import run_preflight
+            from ranksim.tools.preflight import run_preflight
             if args.preflight_iters < 3:
                 raise UserError(f"--preflight-iters must be at least 3 (2 warm-up, 1 timed), got {args.preflight_iters}")
             stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None, train: list[str] | None = None) -> int:
             plans = preflight_plans(folder, all_rows, rows, seed, rest)
             handler = logging.StreamHandler(sys.stdout)  # its progress and errors beside the sweep log
             handler.setFormatter(logging.Formatter("%(message)s"))
-            preflight_log = logging.getLogger("ranksim.preflight")
+            preflight_log = logging.getLogger("ranksim.tools.preflight")
             preflight_log.addHandler(handler)
             preflight_log.setLevel(logging.INFO)
             try:

@@ -1,4 +1,4 @@
-"""The reproduce scripts' --preflight (ranksim/preflight.py, scripts/reproduce_table.py).
+"""The reproduce scripts' --preflight (ranksim/tools/preflight.py, scripts/reproduce_table.py).
 
 End to end on the tiny synthetic data (tests/tiny.py): a small table with an FDS row, an RRT row on
 its stage-1 row's preflight checkpoint, and a row made to fail, whose RRT row is then not run.
@@ -15,7 +15,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import TINY, load_script  # noqa: E402
 
-from ranksim.preflight import RowPlan, check_data, project_row, row_schedule, row_seconds  # noqa: E402
+from ranksim.tools.preflight import RowPlan, check_data, project_row, row_schedule, row_seconds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -162,7 +162,7 @@ class SlowLoader:
 def test_loader_rate_leaves_out_the_prefetched_burst():
     """2 workers: 6 batches read, the first 2 (the burst) left out, then 4 batches of 4 samples
     every 0.05 s: 16 samples / 0.2 s = 80 samples/s, where counting the burst would give more."""
-    from ranksim.preflight import _loader_rate
+    from ranksim.tools.preflight import _loader_rate
     rate = _loader_rate(SlowLoader(20, burst=2, pause=0.05), workers=2, iters=3)
     assert 60 < rate <= 80
 
@@ -172,7 +172,7 @@ def test_training_rate_leaves_out_warm_up_iterations():
     and 3 of 0.02 s, the rate is 3 × 4 samples / 0.06 s = 200 samples/s."""
     import time
 
-    from ranksim.preflight import WARMUP_ITERS, _FewBatches, _rate
+    from ranksim.tools.preflight import WARMUP_ITERS, _FewBatches, _rate
     assert WARMUP_ITERS == 2
     few = _FewBatches(SlowLoader(10, burst=10, pause=0), limit=5, synchronize=lambda: None)
     assert len(few) == 5

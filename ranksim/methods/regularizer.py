@@ -166,8 +166,7 @@ def batchwise_ranking_regularizer(features: torch.Tensor, targets: torch.Tensor,
         generator: optional ``torch.Generator`` for the de-duplication draw (reproducible runs).
         center_features: not in the paper, off by default: subtract the mean feature of the whole
             batch (before de-duplication) first, so that the similarities compare how samples
-            differ rather than a component they all share (see the README's "What RankSim does to
-            the features").
+            differ rather than a component they all share (see docs/ranksim_features.md).
 
     Returns:
         Scalar tensor (float32, or float64 for float64 features): the sum over the ``m`` rows of the

@@ -263,7 +263,7 @@ def render(table: dict, fmt: str = "markdown", diagnostics: bool = False) -> str
     the notes in ``%`` comment lines after the tabular, so that ``> table.tex`` compiles.
 
     With ``diagnostics``, the feature diagnostics on the test split: rank correlation, RankSim
-    regularizer and pairwise cosine (README, "What RankSim does to the features"); a second table
+    regularizer and pairwise cosine (docs/ranksim_features.md); a second table
     in markdown and latex, records of shot ``test features`` in csv.
     """
     # The paper's precision: MSE to 3 decimals, Pearson x100 to 1, MAE and GM to 2.

@@ -36,7 +36,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-logger = logging.getLogger("ranksim.preflight")
+logger = logging.getLogger("ranksim.tools.preflight")
 
 WARMUP_ITERS = 2          # training iterations of each epoch left out of the rate (worker start-up, kernel selection)
 IMAGES_SAMPLED = 32       # images decoded by the data check
@@ -146,7 +146,7 @@ def _check_age(cfg, result: DataCheck) -> None:
     from ranksim.data.age.verify import _listing, verify_age_split
     from ranksim.data.build import PREPARE_HINT, generate_synthetic_once, split_file_path
     from ranksim.errors import UserError
-    from ranksim.runs import file_sha256
+    from ranksim.engine.runs import file_sha256
 
     d, root = cfg.data, Path(cfg.data.root)
     # The synthetic data is generated on first use: delete its folder to have it generated again.
@@ -308,7 +308,8 @@ def _eval_rate(trainer, dataset, synchronize) -> float | None:
     eval mode, the config's precision), after the first batch."""
     import torch
 
-    from ranksim.engine import autocast, make_loader, to_device
+    from ranksim.engine.build import make_loader
+    from ranksim.engine.inference import autocast, to_device
 
     trainer.model.eval()
     marks, samples = [], []
@@ -329,7 +330,8 @@ def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> di
     import torch
 
     from ranksim.config import load_config
-    from ranksim.engine import Trainer, select_device
+    from ranksim.engine.build import select_device
+    from ranksim.engine.loop import Trainer
 
     cfg = load_config(plan.config, plan.overrides)
     # Two epochs, validated once each at their end, so that FDS updates (epoch 0) and smooths
