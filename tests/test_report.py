@@ -20,7 +20,7 @@ import yaml
 
 from ranksim.engine.identity import TRAINED, write_identity
 from ranksim.results.report import collect, discover_runs, render
-from ranksim.engine.runs import file_sha256
+from ranksim.data.files import sha256_of
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "collect_results.py"
@@ -188,7 +188,7 @@ def resolved_run(root: Path, folder: str, config: str, overrides: list[str], res
     (run / "checkpoints" / "best.pt").write_bytes(folder.encode())
     if cfg.method.rrt.enabled:  # the stage-1 checkpoint it loaded, as train.py records it
         best = root / cfg.method.rrt.stage1 / "checkpoints" / "best.pt"
-        (run / "stage1.json").write_text(json.dumps({"checkpoint": str(best), "sha256": file_sha256(best)}))
+        (run / "stage1.json").write_text(json.dumps({"checkpoint": str(best), "sha256": sha256_of(best)}))
     (run / "results.json").write_text(json.dumps({"name": config, "split": "test", "metrics": results}))
     return run
 

@@ -79,7 +79,7 @@ def test_real_row_counts(real_data):
 def test_real_split_files_match_recorded_hashes():
     # The download checks against these; they must describe the files the tests use.
     for name, expected in RANKSIM_SOURCE.files.items():
-        assert published._matches(REAL_ROOT / name, expected), name
+        assert published.matches_published(REAL_ROOT / name, expected), name
 
 
 @needs_real
@@ -463,7 +463,7 @@ def test_download_over_local_http(tmp_path, http_dir):
     from ranksim.data.prepare import main
     root = tmp_path / "sts"
     assert main(["sts_b", "--root", str(root), "--base-url", base]) == 0
-    assert all(published._matches(root / n, RANKSIM_SOURCE.files[n]) for n in SPLIT_FILES.values())
+    assert all(published.matches_published(root / n, RANKSIM_SOURCE.files[n]) for n in SPLIT_FILES.values())
     # Unreachable server: a user error (exit status 2), not a traceback.
     assert main(["sts_b", "--root", str(tmp_path / "other"), "--base-url", "http://127.0.0.1:9/"]) == 2
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from torch import nn
 
 from ranksim.config import Config, config_from_dict
-from ranksim.engine.identity import RESULTS_VERSION, read_identity
-from ranksim.engine.runs import checkpoint_file, file_sha256, load_checkpoint, load_state_strict
+from ranksim.engine.identity import RESULTS_VERSION, read_identity, version_mismatch
+from ranksim.data.files import sha256_of
+from ranksim.engine.runs import checkpoint_file, load_checkpoint, load_state_strict
 from ranksim.errors import UserError
 
 logger = logging.getLogger("ranksim.engine")
@@ -43,7 +44,7 @@ def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = Fals
     source = Path(cfg.method.rrt.stage1)
     checkpoint = load_checkpoint(source, trust=trust_checkpoint)
     path = checkpoint_file(source).resolve()
-    loaded = {"checkpoint": str(path), "sha256": file_sha256(path)}
+    loaded = {"checkpoint": str(path), "sha256": sha256_of(path)}
     state = {k: v for k, v in checkpoint["model"].items() if not k.startswith("head.linear.")}
     fresh = {k: v for k, v in model.state_dict().items() if k.startswith("head.linear.")}
     load_state_strict(model, {**state, **fresh}, source)
@@ -56,10 +57,9 @@ def load_rrt_stage1(model: nn.Module, cfg: Config, trust_checkpoint: bool = Fals
 def check_resumable(run_dir: Path, data: str | None) -> None:
     """Refuse to continue a run of older code, or on other data: its two halves would not be one run."""
     identity = read_identity(run_dir)
-    if identity.results_version != RESULTS_VERSION:
-        made = "before results versions were recorded" if identity.results_version is None else \
-            f"by results version {identity.results_version}"
-        raise UserError(f"{run_dir} was started {made} and this code is version {RESULTS_VERSION}; a resumed run "
+    mismatch = version_mismatch(identity)
+    if mismatch:
+        raise UserError(f"{run_dir} was {mismatch} and this code is version {RESULTS_VERSION}; a resumed run "
                         "would mix the two, so start it again in a new folder")
     if identity.data and data and identity.data != data:
         raise UserError(f"{run_dir} was started on other data (split fingerprint {identity.data}, now {data}); "

@@ -251,20 +251,30 @@ def read_identity(run_dir: Path) -> RunIdentity:
     return RunIdentity(None, provenance, None)
 
 
-def stale_reason(run_dir: Path, config: dict | None = None) -> str | None:
+def version_mismatch(identity: RunIdentity) -> str | None:
+    """How the run's results version differs from the current one (``"made by results version 1"``);
+    None when it is current."""
+    if identity.results_version is None:
+        return f"made before results versions were recorded (no {IDENTITY_FILE})"
+    if identity.results_version != RESULTS_VERSION:
+        return f"made by results version {identity.results_version}"
+    return None
+
+
+def stale_reason(run_dir: Path, config: dict | None = None, identity: RunIdentity | None = None) -> str | None:
     """Why the numbers of the run in ``run_dir`` are not those of the current code; None when they are.
 
-    ``config`` is the run's :func:`comparable` config (read from ``config.yaml`` when not given).
+    ``config`` is the run's :func:`comparable` config and ``identity`` its :func:`read_identity`
+    (each read from the folder when not given).
     Stale: another results version (or none recorded); an RRT stage 2 without ``stage1.json``
     (made before the stage-1 checkpoint was recorded); an RRT stage 2 whose stage 1 was trained
     again or is gone.
     """
     run_dir = Path(run_dir)
-    identity = read_identity(run_dir)
-    if identity.results_version is None:
-        return f"it was made before results versions were recorded (no {IDENTITY_FILE}); the current version is {RESULTS_VERSION}"
-    if identity.results_version != RESULTS_VERSION:
-        return f"it was made by results version {identity.results_version}; the current version is {RESULTS_VERSION}"
+    identity = identity or read_identity(run_dir)
+    mismatch = version_mismatch(identity)
+    if mismatch:
+        return f"it was {mismatch}; the current version is {RESULTS_VERSION}"
     if identity.provenance.get("kind") != "trained":
         return None  # converted weights: no training, no stage 1 of ours
     if config is None:
@@ -280,7 +290,7 @@ def stage1_changed(run_dir: Path) -> str | None:
     Catches a stage 1 trained again by an earlier invocation, which the config alone cannot show.
     A run without ``stage1.json`` cannot be checked, so it is stale too.
     """
-    from ranksim.engine.runs import file_sha256
+    from ranksim.data.files import sha256_of
 
     record_path = Path(run_dir) / STAGE1_FILE
     if not record_path.is_file():
@@ -292,7 +302,7 @@ def stage1_changed(run_dir: Path) -> str | None:
         return f"{record_path} is damaged, so its stage 1 cannot be checked"
     if not checkpoint.is_file():
         return f"the stage-1 checkpoint it loaded, {checkpoint}, is gone"
-    if file_sha256(checkpoint) != loaded:
+    if sha256_of(checkpoint) != loaded:
         return f"its stage 1 ({checkpoint}) was trained again after this run loaded it"
     return None
 

@@ -19,7 +19,6 @@ A run folder is self-contained (STYLE rule 3)::
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -253,14 +252,6 @@ def checkpoint_file(path: Path | str) -> Path:
     if path.is_dir():
         return path / "checkpoints" / "best.pt" if (path / "checkpoints").is_dir() else path / "best.pt"
     return path
-
-
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_checkpoint(path: Path, trust: bool = False) -> dict:

@@ -118,7 +118,7 @@ def discover_runs(runs_dir: Path) -> list[Run]:
         runs.append(Run(run_dir, cfg["name"], cfg.get("title") or cfg["name"], cfg["data"]["dataset"], cfg["seed"],
                         metrics, "finished" if metrics else _status_of_unfinished(run_dir, cfg),
                         config, results.get("diagnostics"), identity.provenance, identity.data,
-                        stale_reason(run_dir, config)))
+                        stale_reason(run_dir, config, identity)))
     return runs
 
 

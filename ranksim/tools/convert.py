@@ -33,7 +33,6 @@ regression, which builds on YyzHarry/imbalanced-regression):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ranksim.data.files import sha256_of
 from ranksim.errors import UserError
 
 logger = logging.getLogger("ranksim.convert")
@@ -295,14 +295,6 @@ def _hint(keys: list[str]) -> str:
     return "the model config"
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] = (), trust: bool = False) -> Path:
     """Convert one authors' checkpoint into the run folder ``out``; returns the checkpoint written."""
     import torch
@@ -343,7 +335,7 @@ def convert_authors(source: Path, config: Path, out: Path, overrides: list[str] 
         expected = build_model(cfg, "sts_b" if name == "sts_b" else "age", vocab_size).state_dict()
     weights = check_against_model(mapped, expected, source)
     epoch = meta.get("epoch")
-    record = {"path": str(source.resolve()), "sha256": sha256(source), "bytes": source.stat().st_size,
+    record = {"path": str(source.resolve()), "sha256": sha256_of(source), "bytes": source.stat().st_size,
               "layout": name, "metadata": meta}
     if name == "sts_b":
         record["vocabulary_order"] = check_embedding_rows(weights["embedding.weight"], vocab, cfg, source)

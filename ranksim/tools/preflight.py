@@ -146,7 +146,7 @@ def _check_age(cfg, result: DataCheck) -> None:
     from ranksim.data.age.verify import _listing, verify_age_split
     from ranksim.data.build import PREPARE_HINT, generate_synthetic_once, split_file_path
     from ranksim.errors import UserError
-    from ranksim.engine.runs import file_sha256
+    from ranksim.data.files import sha256_of
 
     d, root = cfg.data, Path(cfg.data.root)
     # The synthetic data is generated on first use: delete its folder to have it generated again.
@@ -169,7 +169,7 @@ def _check_age(cfg, result: DataCheck) -> None:
             result.warnings.append(f"{split_file}: {ours} train/val/test rows, the {report.published_source} has "
                                    f"{theirs}; results will not compare with the paper (download the published "
                                    f"split with '{prepare}')")
-        if benchmark.split_sha256 and file_sha256(split_file) != benchmark.split_sha256:
+        if benchmark.split_sha256 and sha256_of(split_file) != benchmark.split_sha256:
             result.warnings.append(f"{split_file} differs from the published split file (SHA-256); results will "
                                    f"not compare with the paper (download it with '{prepare}')")
     if report.missing or report.empty:
@@ -205,9 +205,8 @@ def _check_age(cfg, result: DataCheck) -> None:
 
 def _check_sts_b(cfg, result: DataCheck) -> None:
     from ranksim.data.build import PREPARE_HINT
-    from ranksim.data.files import sha256_of
     from ranksim.data.sts_b.dataset import load_sts_b
-    from ranksim.data.sts_b.published import RANKSIM_SOURCE
+    from ranksim.data.sts_b.published import RANKSIM_SOURCE, matches_published
     from ranksim.data.sts_b.split_files import SPLIT_FILES
     from ranksim.errors import UserError
 
@@ -217,9 +216,7 @@ def _check_sts_b(cfg, result: DataCheck) -> None:
     if missing:
         result.problems.append(f"{', '.join(missing)} not in {root}: prepare the split with '{prepare}'")
         return
-    differ = [name for name in SPLIT_FILES.values()
-              if (root / name).stat().st_size != RANKSIM_SOURCE.files[name][0]
-              or sha256_of(root / name) != RANKSIM_SOURCE.files[name][1]]
+    differ = [name for name in SPLIT_FILES.values() if not matches_published(root / name, RANKSIM_SOURCE.files[name])]
     if differ:
         result.warnings.append(f"{', '.join(differ)} in {root} differ from the RankSim paper's split (size or "
                                f"SHA-256); results will not compare with the paper (download it with '{prepare}')")

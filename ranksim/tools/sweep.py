@@ -97,7 +97,7 @@ def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
     data = data_fingerprint(wanted_cfg)
     if identity.data and data and identity.data != data:
         return f"it was trained on other data (split fingerprint {identity.data}, the data now {data})"
-    return stale_reason(point.out, stored)
+    return stale_reason(point.out, stored, identity)
 
 
 def _move_aside(out: Path) -> Path:

@@ -68,7 +68,8 @@ def _download(url: str, dest: Path, expected_size: int | None = None) -> Path:
     return download(url, dest, expected_size)
 
 
-def _matches(path: Path, expected: tuple[int, str] | None) -> bool:
+def matches_published(path: Path, expected: tuple[int, str] | None) -> bool:
+    """Whether ``path`` has the published ``(bytes, sha256)``; always true when they are not known."""
     return expected is None or (path.stat().st_size == expected[0] and sha256_of(path) == expected[1])
 
 
@@ -93,7 +94,7 @@ def download_splits(root: str | os.PathLike, source: str = "ranksim", base_url: 
         dest = root / name
         expected = spec.files[name] if spec.files else None
         if dest.is_file():
-            if _matches(dest, expected):
+            if matches_published(dest, expected):
                 logger.info("%s is already there and matches the published file", dest)
                 continue
             if not force:
@@ -112,13 +113,13 @@ def download_splits(root: str | os.PathLike, source: str = "ranksim", base_url: 
         else:
             # One message for every file still to get, not one per file and URL: offline, all fail alike.
             missing = [n for n in names[i:]
-                       if not ((root / n).is_file() and _matches(root / n, spec.files[n] if spec.files else None))]
+                       if not ((root / n).is_file() and matches_published(root / n, spec.files[n] if spec.files else None))]
             if created_root and root.is_dir() and not any(root.iterdir()):
                 root.rmdir()
             raise UserError(f"could not download {name} ({'; '.join(dict.fromkeys(reasons))}). Download "
                             f"{', '.join(missing)} by hand from {bases[0]} (a browser works), put them in "
                             f"{root}, then run this command again")
-        if not _matches(dest, expected):
+        if not matches_published(dest, expected):
             dest.unlink()
             raise UserError(f"{base + name} gave a file whose SHA-256 differs from the published one; it "
                             f"was deleted. Try again later, or use --rebuild --glue-dir")
