@@ -181,3 +181,34 @@ def test_training_rate_leaves_out_warm_up_iterations():
     marks = few.epochs[-1]
     assert len(marks) == 6 and len(few.samples) == 5
     assert 150 < _rate(marks, few.samples, 2) <= 200
+
+
+def test_eval_rate_of_a_one_batch_split_is_timed_from_the_start(monkeypatch):
+    """A validation split smaller than one batch (the synthetic data's 249 rows at batch 256) still
+    gets a rate, so the row gets a projection: one batch of 4 samples that takes 0.1 s gives at most
+    40 samples/s. Two batches keep the rule "after the first batch"."""
+    import contextlib
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    import ranksim.engine.build as build
+    import ranksim.engine.inference as inference
+    from ranksim.tools.preflight import _eval_rate
+
+    def slow_model(inputs):
+        time.sleep(0.1)
+
+    model = type("SlowModel", (), {"eval": lambda self: None, "__call__": lambda self, x: slow_model(x)})()
+    trainer = SimpleNamespace(model=model, cfg=None, device="cpu", data=None)
+    monkeypatch.setattr(inference, "autocast", lambda cfg, device: contextlib.nullcontext())
+    monkeypatch.setattr(inference, "to_device", lambda x, device: x)
+    batch = (torch.zeros(4, 1), torch.zeros(4), None)
+    monkeypatch.setattr(build, "make_loader", lambda cfg, dataset, data: [batch])
+    one = _eval_rate(trainer, None, lambda: None)
+    assert one is not None and 20 < one <= 40
+    monkeypatch.setattr(build, "make_loader", lambda cfg, dataset, data: [batch, batch, batch])
+    assert 30 < _eval_rate(trainer, None, lambda: None) <= 40
+    monkeypatch.setattr(build, "make_loader", lambda cfg, dataset, data: [])
+    assert _eval_rate(trainer, None, lambda: None) is None

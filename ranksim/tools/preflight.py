@@ -302,7 +302,9 @@ def _loader_rate(loader, workers: int, iters: int) -> float | None:
 
 def _eval_rate(trainer, dataset, synchronize) -> float | None:
     """Forward-only samples per second over ``dataset`` as validation runs it (a fresh loader,
-    eval mode, the config's precision), after the first batch."""
+    eval mode, the config's precision), after the first batch. A split of one batch is timed
+    from the loader's start, warm-up included: an over-estimate of the time rather than no
+    projection at all."""
     import torch
 
     from ranksim.engine.build import make_loader
@@ -310,6 +312,7 @@ def _eval_rate(trainer, dataset, synchronize) -> float | None:
 
     trainer.model.eval()
     marks, samples = [], []
+    start = time.perf_counter()
     with torch.no_grad():
         for inputs, targets, _ in make_loader(trainer.cfg, dataset, trainer.data):
             with autocast(trainer.cfg, trainer.device):
@@ -317,7 +320,9 @@ def _eval_rate(trainer, dataset, synchronize) -> float | None:
             synchronize()
             marks.append(time.perf_counter())
             samples.append(len(targets))
-    if len(marks) < 2:
+    if len(marks) == 1:
+        return samples[0] / (marks[0] - start)
+    if not marks:
         return None
     return sum(samples[1:]) / (marks[-1] - marks[0])
 
