@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("ranksim")
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
     main_process = True
+    finished = False
     try:
         if args.resume:
             run_dir = args.resume
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = on_rank0(lambda: choose_run_dir(cfg))
         results = run_training(cfg, open_run_dir, device, resume=bool(args.resume),
                                trust_checkpoint=args.trust_checkpoint)
+        finished = True
     except UserError as err:
         logging.getLogger("ranksim").error("%s", err)
         return UserError.exit_code
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "ranksim.distributed" in sys.modules:
-            sys.modules["ranksim.distributed"].cleanup()
+            sys.modules["ranksim.distributed"].cleanup(finished=finished)
     if not main_process:
         return 0
     from ranksim.results.report import region_table

@@ -122,6 +122,12 @@ def broadcast_object(obj):
     return box[0]
 
 
-def cleanup() -> None:
+def cleanup(finished: bool = False) -> None:
+    """Leave the process group. ``finished``: every process got here without an error, so they
+    meet at a barrier first. Otherwise a process that is done could tear the group down (rank 0
+    hosts its TCP store) while another is still using it; a barrier after a failure could wait
+    for a process that has died, so it is skipped then."""
     if is_distributed():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
