@@ -30,7 +30,7 @@ BASE_KEY = "_base_"
 class SyntheticConfig:
     """The generated quick-start dataset (``data.dataset: synthetic``)."""
 
-    num_samples: int = 4000      # images in the pool before the val/test split; ~2 min of CPU training per method at 32 px
+    num_samples: int = 4000      # images in the pool before the val/test split; ~25 s of training per quick-start method on 2 CPU cores
     image_size: int = 32         # stored JPEG size; the bar that encodes the label needs no more
     max_per_label: int = 6       # val/test cap per label, as AgeDB-DIR caps at 30 (scaled to the pool)
     seed: int = 0                # fixes labels, images and split; change it for an independent dataset

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Measure everything that needs a GPU in one command (under 9 minutes on one modern GPU with 16
-# CPU cores, no dataset needed) and write OUT/report.md with the raw JSON beside it.
+# Measure everything that needs a GPU in one command (no dataset needed; the step limits below add
+# up to 500 s, so about 9 minutes at most; never yet run on a GPU) and write OUT/report.md with the
+# raw JSON beside it.
 #
 #   scripts/gpu_check.sh [--cpu-tiny] [--out DIR] [--tests "PATHS"]
 #
@@ -25,7 +26,7 @@ if [ -z "${PY:-}" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 out=""; tiny=0; tests=tests; reason="--cpu-tiny was given"
 while [ $# -gt 0 ]; do
   case $1 in

@@ -59,7 +59,7 @@ def resnet50_regressor(fds: nn.Module | None = None) -> ResNetRegressor:
 def small_resnet_regressor(width: int = 16, fds: nn.Module | None = None) -> ResNetRegressor:
     """A CIFAR-style ResNet (3x3 stem, three stages of one BasicBlock, widths w, 2w, 4w).
 
-    Small enough to train on a CPU in a minute on 32 px images; used by the quick start and the
+    Small enough to train on a CPU in under a minute on 32 px images; used by the quick start and the
     tests, where ResNet-50 would take hours.
     """
     layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
