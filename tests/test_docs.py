@@ -57,3 +57,31 @@ def test_the_checker_sees_a_broken_link(tmp_path):
 def test_the_readme_is_a_front_door():
     lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= 260, f"README.md has {len(lines)} lines; move detail into docs/"
+
+
+def figure_commands() -> list[str]:
+    """The command column of docs/measurements.md's table: the commands that re-measure each figure."""
+    rows = [line for line in (REPO / "docs" / "measurements.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith("| figure")]
+    return [re.findall(r"`([^`]+)`", row.split(" | ")[2]) for row in rows if len(row.split(" | ")) > 4]
+
+
+def test_every_measured_figure_names_a_command_that_still_exists():
+    """A figure is only checkable while its command runs: the files it names exist, and each option
+    it passes is still defined in the script it is passed to."""
+    commands = figure_commands()
+    assert len(commands) >= 10 and all(commands), "every row of docs/measurements.md names its command"
+    text = (REPO / "docs" / "measurements.md").read_text(encoding="utf-8")
+    assert "FILL_" not in text, "docs/measurements.md still has a placeholder"
+    problems = []
+    for command in (c for cell in commands for c in cell):
+        paths = re.findall(r"(?:benchmarks|scripts|configs|tests)/[\w./{},-]+", command)
+        for path in paths:
+            stem, _, rest = path.partition("{")
+            names = [stem + choice + rest.split("}", 1)[1] for choice in rest.split("}", 1)[0].split(",")] if rest else [path]
+            problems += [f"{command}: no file {name}" for name in names if not (REPO / name).exists()]
+        program = re.match(r"^(?:\S*python3?\s+|bash\s+)?((?:benchmarks|scripts)/\S+\.(?:py|sh))\s", command + " ")
+        for option in re.findall(r"(?<=\s)--[a-z][\w-]*", command) if program else []:
+            if option not in (REPO / program.group(1)).read_text(encoding="utf-8"):
+                problems.append(f"{command}: {program.group(1)} defines no {option}")
+    assert not problems, "; ".join(problems)
