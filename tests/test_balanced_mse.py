@@ -224,7 +224,7 @@ def test_noise_scale_trains_in_its_own_group_and_is_logged(tmp_path, data_root):
     assert "train/noise_sigma" in scalars
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()` before")
+@pytest.mark.filterwarnings(r"ignore:Detected call of `lr_scheduler\.step\(\)` before")
 def test_noise_scale_lr_does_not_decay_with_the_network_lr(data_root):
     """The milestones and the plateau decay cut the network's learning rate, never sigma's."""
     from ranksim.config import load_config
