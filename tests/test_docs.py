@@ -60,9 +60,11 @@ def test_the_readme_is_a_front_door():
 
 
 def figure_commands() -> list[str]:
-    """The command column of docs/measurements.md's table: the commands that re-measure each figure."""
-    rows = [line for line in (REPO / "docs" / "measurements.md").read_text(encoding="utf-8").splitlines()
-            if line.startswith("| ") and not line.startswith("| figure")]
+    """The command column of the table under "## The figures" in docs/measurements.md: the commands
+    that re-measure each figure."""
+    text = (REPO / "docs" / "measurements.md").read_text(encoding="utf-8")
+    section = text.split("\n## The figures\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
     return [re.findall(r"`([^`]+)`", row.split(" | ")[2]) for row in rows if len(row.split(" | ")) > 4]
 
 
