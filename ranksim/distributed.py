@@ -12,6 +12,7 @@ sample would bias the per-bucket statistics and the metrics.
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -126,8 +127,15 @@ def cleanup(finished: bool = False) -> None:
     """Leave the process group. ``finished``: every process got here without an error, so they
     meet at a barrier first. Otherwise a process that is done could tear the group down (rank 0
     hosts its TCP store) while another is still using it; a barrier after a failure could wait
-    for a process that has died, so it is skipped then."""
+    for a process that has died, so it is skipped then.
+
+    Garbage is collected first. The trainer outlives its run as cyclic garbage: libraries imported
+    lazily during training (matplotlib's pyparsing) leave exceptions whose tracebacks hold frames
+    that chain back to the trainer's. Uncollected, it would keep the DDP reducer, and through it
+    the gloo group and its threads, alive into interpreter shutdown, where their destructors can
+    abort the process."""
     if is_distributed():
+        gc.collect()
         if finished:
             dist.barrier()
         dist.destroy_process_group()
