@@ -129,11 +129,11 @@ def cleanup(finished: bool = False) -> None:
     hosts its TCP store) while another is still using it; a barrier after a failure could wait
     for a process that has died, so it is skipped then.
 
-    Garbage is collected first. The trainer outlives its run as cyclic garbage: libraries imported
-    lazily during training (matplotlib's pyparsing) leave exceptions whose tracebacks hold frames
-    that chain back to the trainer's. Uncollected, it would keep the DDP reducer, and through it
-    the gloo group and its threads, alive into interpreter shutdown, where their destructors can
-    abort the process."""
+    Garbage is collected first. A DistributedDataParallel is cyclic garbage once unreferenced, and
+    the trainer holding it outlives its run as such too (tracebacks of exceptions raised while
+    matplotlib's pyparsing is imported lazily hold frames that chain back to the trainer's).
+    Uncollected, they keep the DDP reducer, and through it the gloo group and its threads, alive
+    into interpreter shutdown, where their destructors can abort the process."""
     if is_distributed():
         gc.collect()
         if finished:

@@ -6,6 +6,7 @@ other and with the single-process computation on the concatenated data.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -122,5 +123,8 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     {"fds": check_fds, "ranksim": check_ranksim, "faithful_fds_buffers": check_faithful_fds_buffers,
      "bmc_conr": check_bmc_conr}[check](out, *extra)
+    # A DistributedDataParallel is cyclic garbage once its function returns, and it keeps the gloo
+    # group alive; freed only at interpreter shutdown, the group's threads can abort the process.
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
