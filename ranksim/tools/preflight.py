@@ -287,17 +287,16 @@ def _loader_rate(loader, workers: int, iters: int) -> float | None:
     overstate the rate; so ``3 × workers`` batches are read (at least ``iters``) and the first
     ``workers`` of them are left out.
     """
-    marks, samples = [], []
+    marks, samples = [time.perf_counter()], []
     wanted = min(max(iters, 3 * workers), len(loader))
     for step, batch in enumerate(loader):
         marks.append(time.perf_counter())
         samples.append(len(batch[1]))
         if step + 1 >= wanted:
             break
-    skip = min(max(workers, 1), len(marks) - 2)
-    if skip < 0 or marks[-1] <= marks[skip]:
+    if len(samples) < 2:
         return None
-    return sum(samples[skip + 1:]) / (marks[-1] - marks[skip])
+    return _rate(marks, samples, min(max(workers, 1), len(samples) - 2) + 1)
 
 
 def _eval_rate(trainer, dataset, synchronize) -> float | None:
@@ -311,8 +310,7 @@ def _eval_rate(trainer, dataset, synchronize) -> float | None:
     from ranksim.engine.inference import autocast, to_device
 
     trainer.model.eval()
-    marks, samples = [], []
-    start = time.perf_counter()
+    marks, samples = [time.perf_counter()], []
     with torch.no_grad():
         for inputs, targets, _ in make_loader(trainer.cfg, dataset, trainer.data):
             with autocast(trainer.cfg, trainer.device):
@@ -320,11 +318,7 @@ def _eval_rate(trainer, dataset, synchronize) -> float | None:
             synchronize()
             marks.append(time.perf_counter())
             samples.append(len(targets))
-    if len(marks) == 1:
-        return samples[0] / (marks[0] - start)
-    if not marks:
-        return None
-    return sum(samples[1:]) / (marks[-1] - marks[0])
+    return _rate(marks, samples, 1 if len(samples) > 1 else 0)
 
 
 def preflight_row(plan: RowPlan, out: Path, iters: int, eval_batches: int) -> dict:
