@@ -6,7 +6,6 @@ other and with the single-process computation on the concatenated data.
 
 from __future__ import annotations
 
-import gc
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ranksim.distributed import all_reduce_sum, get_rank, shard_indices  # noqa: E402
+from ranksim.distributed import all_reduce_sum, cleanup, get_rank, shard_indices  # noqa: E402
 from ranksim.methods.fds import FDS  # noqa: E402
 from ranksim.methods.regularizer import gathered_ranking_regularizer  # noqa: E402
 
@@ -123,8 +122,4 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     {"fds": check_fds, "ranksim": check_ranksim, "faithful_fds_buffers": check_faithful_fds_buffers,
      "bmc_conr": check_bmc_conr}[check](out, *extra)
-    # A DistributedDataParallel is cyclic garbage once its function returns, and it keeps the gloo
-    # group alive; freed only at interpreter shutdown, the group's threads can abort the process.
-    gc.collect()
-    dist.barrier()
-    dist.destroy_process_group()
+    cleanup(finished=True)
