@@ -59,21 +59,21 @@ def test_the_readme_is_a_front_door():
     assert len(lines) <= 260, f"README.md has {len(lines)} lines; move detail into docs/"
 
 
-def figure_commands() -> list[str]:
+def figure_commands(text: str) -> list[list[str]]:
     """The command column of the table under "## The figures" in docs/measurements.md: the commands
     that re-measure each figure."""
-    text = (REPO / "docs" / "measurements.md").read_text(encoding="utf-8")
     section = text.split("\n## The figures\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
-    return [re.findall(r"`([^`]+)`", row.split(" | ")[2]) for row in rows if len(row.split(" | ")) > 4]
+    cells = [line.split(" | ") for line in section.splitlines()
+             if line.startswith("| ") and not line.startswith("| figure")]
+    return [re.findall(r"`([^`]+)`", row[2]) for row in cells if len(row) > 4]
 
 
 def test_every_measured_figure_names_a_command_that_still_exists():
     """A figure is only checkable while its command runs: the files it names exist, and each option
     it passes is still defined in the script it is passed to."""
-    commands = figure_commands()
-    assert len(commands) >= 10 and all(commands), "every row of docs/measurements.md names its command"
     text = (REPO / "docs" / "measurements.md").read_text(encoding="utf-8")
+    commands = figure_commands(text)
+    assert len(commands) >= 10 and all(commands), "every row of docs/measurements.md names its command"
     assert "FILL_" not in text, "docs/measurements.md still has a placeholder"
     problems = []
     for command in (c for cell in commands for c in cell):
