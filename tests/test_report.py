@@ -391,3 +391,15 @@ def test_cli_latex_on_stdout_is_only_the_table(tmp_path):
     proc = collect_cli(tmp_path, "--format", "latex")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert latex_problems(proc.stdout) == [] and "% Duplicate runs" in proc.stdout
+
+
+def test_runs_set_aside_are_left_out_by_their_record_not_their_name(tmp_path):
+    """A run the runner moved aside carries set_aside.json and is left out; a folder that merely
+    ends in .stale1 is a run like any other."""
+    from ranksim.engine.identity import record_set_aside
+
+    make_run(tmp_path, "a", "agedb/vanilla", "VANILLA", seed=0, results=metrics([3.0] * 4, [1.0] * 4))
+    make_run(tmp_path, "b.stale1", "agedb/vanilla", "VANILLA", seed=1, results=metrics([5.0] * 4, [1.0] * 4))
+    make_run(tmp_path, "c", "agedb/vanilla", "VANILLA", seed=2, results=metrics([9.0] * 4, [1.0] * 4))
+    record_set_aside(tmp_path / "c", "its config.yaml differs from the config asked for")
+    assert sorted(r.seed for r in discover_runs(tmp_path)) == [0, 1]

@@ -165,6 +165,8 @@ def test_a_changed_config_is_refused_or_moved_aside(tmp_path, calls):
     outcomes, table = sweep(RANKSIM, grid, ["optim.lr=2e-3"], out=tmp_path / "s", train=FAKE, rerun_stale=True)
     assert [o.status for o in outcomes] == ["ran", "ran"]
     assert (tmp_path / "s" / "gamma=1_seed=0.stale1" / "results.json").is_file()  # the old run is kept
+    set_aside = json.loads((tmp_path / "s" / "gamma=1_seed=0.stale1" / "set_aside.json").read_text())
+    assert "optim.lr: 0.001 -> 0.002" in set_aside["reason"]  # the collector leaves it out by this record
     rows = [line for line in table.splitlines() if line.startswith("| Vanilla")]
     assert len(rows) == 2 and all(r.endswith("| 2.00 | 2.00 | 2.00 | 2.00 |") for r in rows)  # GM = lr x 1000
     # (the stale runs, GM 1.00, are not collected)

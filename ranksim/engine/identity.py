@@ -251,6 +251,19 @@ def read_identity(run_dir: Path) -> RunIdentity:
     return RunIdentity(None, provenance, None)
 
 
+SET_ASIDE_FILE = "set_aside.json"
+
+
+def record_set_aside(run_dir: Path, reason: str) -> None:
+    """Record in ``run_dir`` that the runner moved this run aside (``--rerun-stale``) and why, so
+    that the collector leaves it out by this record rather than by the folder's name."""
+    (Path(run_dir) / SET_ASIDE_FILE).write_text(json.dumps({"reason": reason}, indent=2))
+
+
+def is_set_aside(run_dir: Path) -> bool:
+    return (Path(run_dir) / SET_ASIDE_FILE).is_file()
+
+
 def version_mismatch(identity: RunIdentity) -> str | None:
     """How the run's results version differs from the current one (``"made by results version 1"``);
     None when it is current."""

@@ -20,15 +20,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ranksim.engine.identity import (comparable, config_key, format_value, provenance_key, provenance_label,
-                                     read_identity, stale_reason, without_seed)
+from ranksim.engine.identity import (comparable, config_key, format_value, is_set_aside, provenance_key,
+                                     provenance_label, read_identity, stale_reason, without_seed)
 from ranksim.engine.runs import last_error
 
 REGIONS = ("all", "many", "medium", "few")
@@ -67,7 +66,6 @@ TITLE_ORDER = ["vanilla", "sqinv", "inv", "sqinv + lds", "inv + lds", "fds", "sq
                "inv + lds + fds", "focal-r", "focal-r + lds", "focal-r + fds", "focal-r + lds + fds",
                "rrt", "rrt + lds", "rrt + fds", "rrt + lds + fds"]
 RANKSIM_SUFFIX = " + ranksim"
-STALE = re.compile(r"\.stale\d+$")  # runs moved aside by ranksim.tools.sweep.run_points(rerun_stale=True)
 
 
 @dataclass
@@ -107,8 +105,8 @@ def discover_runs(runs_dir: Path) -> list[Run]:
     runs = []
     for config_path in sorted(Path(runs_dir).rglob("config.yaml")):
         run_dir = config_path.parent
-        if any(STALE.search(part) for part in run_dir.relative_to(runs_dir).parts):
-            continue  # set aside by --rerun-stale of the reproduce and sweep scripts
+        if is_set_aside(run_dir):
+            continue  # moved aside by --rerun-stale of the reproduce and sweep scripts, which recorded why
         cfg = yaml.safe_load(config_path.read_text())
         results_path = run_dir / "results.json"
         results = json.loads(results_path.read_text()) if results_path.is_file() else {}

@@ -38,7 +38,7 @@ import yaml
 from ranksim.config import load_config, parse_override
 from ranksim.errors import UserError, exit_status
 from ranksim.engine.identity import (SEED_KEY, comparable, config_key, data_fingerprint, differences, is_operational,
-                                     read_identity, stale_reason, without_seed)
+                                     read_identity, record_set_aside, stale_reason, without_seed)
 from ranksim.engine.runs import last_error
 
 logger = logging.getLogger("ranksim.sweep")
@@ -100,11 +100,14 @@ def _stale_reason(point: Point, rerun_needs: list[str]) -> str | None:
     return stale_reason(point.out, stored, identity)
 
 
-def _move_aside(out: Path) -> Path:
+def _move_aside(out: Path, reason: str) -> Path:
+    """Move the run in ``out`` to ``<out>.staleN`` (the first free N) and record there why it was
+    set aside (identity.record_set_aside): the collector leaves it out by that record."""
     n = 1
     while (target := out.with_name(f"{out.name}.stale{n}")).exists():
         n += 1
     out.rename(target)
+    record_set_aside(target, reason)
     return target
 
 
@@ -178,7 +181,7 @@ def _start(point: Point, train: list[str], rerun_needs: list[str], jobs: int, dr
             return Outcome(point, "stale", detail)
         if reason:
             logger.info("== %s: %s; %s", point.name, reason,
-                        "would move it aside" if dry_run else f"moved it to {_move_aside(out)}")
+                        "would move it aside" if dry_run else f"moved it to {_move_aside(out, reason)}")
         elif (out / "results.json").is_file():
             logger.info("== %s: finished (%s), skipped", point.name, out / "results.json")
             return Outcome(point, "finished")
