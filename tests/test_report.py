@@ -401,5 +401,6 @@ def test_runs_set_aside_are_left_out_by_their_record_not_their_name(tmp_path):
     make_run(tmp_path, "a", "agedb/vanilla", "VANILLA", seed=0, results=metrics([3.0] * 4, [1.0] * 4))
     make_run(tmp_path, "b.stale1", "agedb/vanilla", "VANILLA", seed=1, results=metrics([5.0] * 4, [1.0] * 4))
     make_run(tmp_path, "c", "agedb/vanilla", "VANILLA", seed=2, results=metrics([9.0] * 4, [1.0] * 4))
+    make_run(tmp_path, "c/inner", "agedb/vanilla", "VANILLA", seed=3, results=metrics([9.0] * 4, [1.0] * 4))
     record_set_aside(tmp_path / "c", "its config.yaml differs from the config asked for")
-    assert sorted(r.seed for r in discover_runs(tmp_path)) == [0, 1]
+    assert sorted(r.seed for r in discover_runs(tmp_path)) == [0, 1]  # c and the run inside it are left out

@@ -102,11 +102,13 @@ def _status_of_unfinished(run_dir: Path, cfg: dict) -> str:
 
 
 def discover_runs(runs_dir: Path) -> list[Run]:
+    runs_dir = Path(runs_dir)
     runs = []
-    for config_path in sorted(Path(runs_dir).rglob("config.yaml")):
+    for config_path in sorted(runs_dir.rglob("config.yaml")):
         run_dir = config_path.parent
-        if is_set_aside(run_dir):
-            continue  # moved aside by --rerun-stale of the reproduce and sweep scripts, which recorded why
+        parts = run_dir.relative_to(runs_dir).parts
+        if any(is_set_aside(runs_dir.joinpath(*parts[:depth])) for depth in range(1, len(parts) + 1)):
+            continue  # it, or a folder it is in, was moved aside by --rerun-stale, which recorded why
         cfg = yaml.safe_load(config_path.read_text())
         results_path = run_dir / "results.json"
         results = json.loads(results_path.read_text()) if results_path.is_file() else {}
