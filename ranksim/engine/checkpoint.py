@@ -12,8 +12,8 @@ from pathlib import Path
 from torch import nn
 
 from ranksim.config import Config, config_from_dict
-from ranksim.engine.identity import RESULTS_VERSION, read_identity, version_mismatch
 from ranksim.data.files import sha256_of
+from ranksim.engine.identity import RESULTS_VERSION, read_identity, version_mismatch
 from ranksim.engine.runs import checkpoint_file, load_checkpoint, load_state_strict
 from ranksim.errors import UserError
 
